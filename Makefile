@@ -47,3 +47,13 @@ test: install system-deps lint deploy-check ## the whole suite: lint, deploy che
 
 test-fast: install ## unit tests only (no broker, no real fine-tune)
 	$(PY) -m pytest -q -m "not kafka and not slow and not prometheus"
+
+# --- local Kafka broker, demo, benchmarks (owner: tooling) ---
+KAFKA_PORT ?= 9092
+
+kafka-jars: install ## fetch Apache Kafka 4.x jars from Maven Central into .kafka/libs (once, cached)
+	@command -v mvn >/dev/null 2>&1 || $(MAKE) system-deps
+	$(PY) -c "from sentiwire.devbroker import ensure_jars, kafka_version; print('Kafka', kafka_version(ensure_jars(quiet=False)))"
+
+kafka: install system-deps ## run a single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground
+	$(SENTIWIRE) dev broker --port $(KAFKA_PORT) --data-dir .kafka/data

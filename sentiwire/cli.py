@@ -19,11 +19,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from sentiwire import devcli
     from streamer import cli as streamer_cli
     from training import cli as training_cli
 
     streamer_cli.register(app)
     training_cli.register(app)
+    app.add_typer(devcli.app, name="dev")
 
 
 def main() -> None:
