@@ -1,0 +1,225 @@
+"""Export a trained multi-head model into a verified bundle directory.
+
+Everything is written into a staging directory beside the destination and moved into place
+with one rename at the end, so Ctrl-C or a failed check never leaves a half-written bundle
+where the daemon (or a promotion) could pick it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
+from streamer.inference import Classifier
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+MIN_INT8_AGREEMENT = 0.98
+PARITY_BATCH_SIZES = (1, 2, 7, 16, 32)
+
+
+class ExportError(Exception):
+    """Export produced a model that does not match torch, or an int8 model too far off."""
+
+
+@dataclass(frozen=True)
+class ExportChecks:
+    parity_max_abs_diff: float
+    parity_texts: int
+    parity_batch_sizes: tuple[int, ...]
+    int8_agreement: dict[str, float]
+    int8_agreement_min: float
+    forced: bool
+
+
+def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> None:
+    """TorchScript exporter (``dynamo=False``): the most robust for BERT with dynamic axes."""
+    import torch
+
+    from training.model import ExportWrapper
+
+    wrapper = ExportWrapper(model).eval()
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
+    outputs = [f"logits_{h.name}" for h in model.head_specs]
+    axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "sequence"}}
+    axes["attention_mask"] = {0: "batch", 1: "sequence"}
+    axes.update({name: {0: "batch"} for name in outputs})
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints in HF code
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8, per-channel weights (MatMul/Gemm); activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def not_preprocess_hint(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(not_preprocess_hint)  # the hint is for static quantization of CNNs
+    try:
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(not_preprocess_hint)
+
+
+def write_tokenizer(src: Path, dst: Path, max_length: int) -> None:
+    """Copy the tokenizer with truncation at max_length and batch-longest padding baked in."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(src))
+    tok.enable_truncation(max_length=max_length)
+    pad_id = tok.token_to_id("[PAD]")
+    if pad_id is None:
+        pad_id = tok.token_to_id("<pad>")
+        tok.enable_padding(pad_id=pad_id, pad_token="<pad>")
+    else:
+        tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+    tok.save(str(dst))
+
+
+def _parity_texts(texts: Sequence[str]) -> list[str]:
+    """Dev texts plus very short and over-length inputs, so padding and truncation are exercised."""
+    out = [t for t in texts if t.strip()]
+    out += ["ok", "Shares fell.", " ".join(["Revenue rose sharply while margins narrowed again."] * 40)]
+    return out
+
+
+def check_parity(model: Any, staging: Path, texts: Sequence[str], *, force: bool) -> ExportChecks:
+    """fp32 ONNX vs torch logits, and int8 vs fp32 labels, through the serving code path."""
+    import onnxruntime as ort
+    import torch
+
+    bundle = load_bundle(staging, verify=False)
+    fp32 = Classifier(bundle, variant="fp32")
+    int8 = Classifier(bundle, variant="int8")
+    session = ort.InferenceSession(str(bundle.onnx_path("fp32")), providers=["CPUExecutionProvider"])
+    names = [f"logits_{h.name}" for h in bundle.heads]
+    all_texts = _parity_texts(texts)
+    max_diff = 0.0
+    agree = {h.name: 0 for h in bundle.heads}
+    model.eval()
+    start, k = 0, 0
+    while start < len(all_texts):
+        size = PARITY_BATCH_SIZES[k % len(PARITY_BATCH_SIZES)]
+        batch = all_texts[start : start + size]
+        start, k = start + size, k + 1
+        enc = fp32.encode(batch)
+        onnx_logits = session.run(names, {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})
+        with torch.no_grad():
+            ref = model(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
+        for h, got in zip(bundle.heads, onnx_logits, strict=True):
+            max_diff = max(max_diff, float(np.abs(ref[h.name].numpy() - got).max()))
+        p32, p8 = fp32.infer(enc), int8.infer(int8.encode(batch))
+        for h in bundle.heads:
+            agree[h.name] += int((p32[h.name].argmax(1) == p8[h.name].argmax(1)).sum())
+    agreement = {name: n / len(all_texts) for name, n in agree.items()}
+    checks = ExportChecks(
+        parity_max_abs_diff=max_diff,
+        parity_texts=len(all_texts),
+        parity_batch_sizes=PARITY_BATCH_SIZES,
+        int8_agreement=agreement,
+        int8_agreement_min=min(agreement.values()),
+        forced=force,
+    )
+    if max_diff >= PARITY_TOLERANCE:
+        raise ExportError(
+            f"fp32 ONNX logits differ from torch by {max_diff:.2e} (limit {PARITY_TOLERANCE:.0e})"
+        )
+    if checks.int8_agreement_min < MIN_INT8_AGREEMENT and not force:
+        raise ExportError(
+            f"int8 model agrees with fp32 on only {agreement} of labels (< {MIN_INT8_AGREEMENT:.0%}); "
+            "use --force to export anyway"
+        )
+    return checks
+
+
+def new_version() -> str:
+    """Sortable UTC timestamp version, e.g. 20261125T031502Z."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def build_bundle(
+    model: Any,
+    *,
+    tokenizer_file: Path,
+    out_dir: Path,
+    name: str,
+    version: str,
+    max_length: int,
+    base_model: Mapping[str, Any],
+    parity_texts: Sequence[str],
+    metrics: Mapping[str, Any] | None = None,
+    data: Sequence[Mapping[str, Any]] = (),
+    recipe: Mapping[str, Any] | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
+    report_dir: Path | None = None,
+    force: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Export, quantize, check and write a complete bundle at ``out_dir`` (atomically)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"{out_dir}: already exists (choose another --output or pass --overwrite)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        model = model.eval()
+        write_tokenizer(tokenizer_file, staging / TOKENIZER_FILE, max_length)
+        export_onnx(model, staging / ONNX_FILES["fp32"])
+        quantize_int8(staging / ONNX_FILES["fp32"], staging / ONNX_FILES["int8"])
+        if report_dir is not None and report_dir.is_dir():
+            shutil.copytree(report_dir, staging / "report")
+        manifest: dict[str, Any] = {
+            "format_version": 1,
+            "name": name,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "base_model": dict(base_model),
+            "heads": [{"name": h.name, "labels": list(h.labels)} for h in model.head_specs],
+            "max_length": max_length,
+            "metrics": dict(metrics or {}),
+            "data": [dict(d) for d in data],
+            "recipe": dict(recipe or {}),
+            "history": [dict(h) for h in history],
+        }
+        write_manifest(staging, manifest)
+        checks = check_parity(model, staging, parity_texts, force=force)
+        manifest["export"] = {**asdict(checks), "opset": OPSET}
+        write_manifest(staging, manifest)
+        load_bundle(staging, verify=True)
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(staging, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
