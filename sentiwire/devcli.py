@@ -32,3 +32,92 @@ def broker(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     raise typer.Exit(code)
+
+
+def default_data_dir() -> Path:
+    """``$SENTIWIRE_DATA_DIR``, else ``../shared/data`` beside the repository."""
+    import os
+
+    from sentiwire.devbroker import REPO_ROOT
+
+    return Path(os.environ.get("SENTIWIRE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@app.command()
+def replay(
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers")] = "127.0.0.1:9092",
+    topic: Annotated[str, typer.Option(help="topic to produce to")] = "news",
+    rate: Annotated[float, typer.Option(help="messages per second; 0 = as fast as possible")] = 50.0,
+    limit: Annotated[int | None, typer.Option(help="stop after this many messages")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="phrasebank | tweets | topic | bbc | reviews | mixed (headlines, tweets, articles)"
+        ),
+    ] = "mixed",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="shared data folder [default: ../shared/data]")
+    ] = None,
+    key: Annotated[str, typer.Option(help="record key: id | ticker (first $TICKER, else id)")] = "id",
+    loop: Annotated[bool, typer.Option(help="start over when the data runs out")] = True,
+    seed: Annotated[int, typer.Option(help="shuffle seed")] = 0,
+    create_partitions: Annotated[
+        int, typer.Option(help="create the topic with this many partitions if it does not exist (0 = don't)")
+    ] = 0,
+    burst_ticker: Annotated[
+        str | None, typer.Option(help="ticker of a scripted negative burst, e.g. TSLA")
+    ] = None,
+    burst_at: Annotated[float, typer.Option(help="burst starts this many seconds after the start")] = 60.0,
+    burst_duration: Annotated[float, typer.Option(help="burst length in seconds")] = 30.0,
+    burst_share: Annotated[
+        float, typer.Option(help="share of messages that are burst texts while it lasts")
+    ] = 0.6,
+) -> None:
+    """Stream real texts from the shared data as JSON messages {id, text, ts, tickers, source}."""
+    import asyncio
+
+    from sentiwire import replay as rp
+    from sentiwire.devbroker import create_topics
+
+    if key not in ("id", "ticker"):
+        raise typer.BadParameter(f"must be id or ticker, got {key!r}", param_hint="--key")
+    if not 0 < burst_share <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {burst_share}", param_hint="--burst-share")
+    folder = data_dir or default_data_dir()
+    try:
+        items = rp.load_items(folder, source, seed=seed)
+        burst = None
+        pool: list[rp.Item] = []
+        if burst_ticker:
+            burst = rp.Burst(burst_ticker.lstrip("$").upper(), burst_at, burst_duration, burst_share)
+            pool = rp.burst_items(folder, burst.ticker, seed=seed)
+    except rp.ReplayError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    stream = rp.Stream(items, loop=loop, burst=burst, burst_pool=pool, seed=seed)
+
+    async def run() -> rp.ReplayStats:
+        if create_partitions > 0:
+            await create_topics(bootstrap, {topic: create_partitions}, exist_ok=True)
+        return await rp.replay(
+            bootstrap=bootstrap,
+            topic=topic,
+            stream=stream,
+            rate=rate,
+            limit=limit,
+            duration_s=duration,
+            key_by="ticker" if key == "ticker" else "id",
+        )
+
+    try:
+        stats = asyncio.run(run())
+    except KeyboardInterrupt:
+        typer.echo("replay: interrupted", err=True)
+        raise typer.Exit(130) from None
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_kind.items()))
+    typer.echo(
+        f"replay: sent {stats.sent} messages ({kinds}) to {topic} in {stats.elapsed_s:.1f} s "
+        f"= {stats.rate:.0f} msg/s",
+        err=True,
+    )
