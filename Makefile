@@ -57,3 +57,9 @@ kafka-jars: install ## fetch Apache Kafka 4.x jars from Maven Central into .kafk
 
 kafka: install system-deps ## run a single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground
 	$(SENTIWIRE) dev broker --port $(KAFKA_PORT) --data-dir .kafka/data
+
+# --- alert rules (owner: alerting) ---
+.PHONY: rules-check
+rules-check: system-deps ## promtool: check and unit-test the Prometheus alert rules in deploy/prometheus
+	promtool check rules deploy/prometheus/*.rules.yml
+	promtool test rules deploy/prometheus/tests/*.test.yml
