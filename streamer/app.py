@@ -1,0 +1,222 @@
+"""Wiring and lifecycle of ``sentiwire serve``.
+
+Start: load + verify + warm the model (a bad bundle is a start-up error), start the
+producer and consumer, check the topics exist, subscribe, start the pipeline, the HTTP
+port, the hot-reload watcher and (``alerts.enabled``) the alert engine.
+Stop (SIGTERM/SIGINT): stop fetching, drain in-flight batches, commit, leave the group,
+flush the producer, all within ``shutdown_timeout_s``; exit status 0. A pipeline failure
+(broker rejects labels, producer fenced) stops the daemon with exit status 1 so the
+orchestrator restarts it from the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from streamer.config import ModelConfig, Settings
+from streamer.http import HttpServer
+from streamer.inference import Classifier
+from streamer.kafka_io import make_consumer, make_producer
+from streamer.metrics import Metrics
+from streamer.pipeline import Pipeline
+from streamer.reload import ModelHolder, Reloader, fingerprint, load_classifier
+
+log = structlog.get_logger("sentiwire.app")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STARTUP = 2
+
+
+class StartupError(Exception):
+    """The daemon cannot start (model, topics, broker); the message says which and why."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        loader: Callable[[ModelConfig], Classifier] = load_classifier,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics(registry)
+        self._registry = registry
+        self._loader = loader
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self.pipeline: Pipeline | None = None
+        self.models: ModelHolder | None = None
+        self.http: HttpServer | None = None
+        self.started = asyncio.Event()
+        self.exit_code: int | None = None
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready()[0] else 0.0)
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested: draining")
+        self._stop.set()
+
+    def ready(self) -> tuple[bool, str]:
+        if self.models is None:
+            return False, "model not loaded"
+        if self.pipeline is None or not self.pipeline.joined:
+            return False, "consumer has not joined its group yet"
+        if self._stopping:
+            return False, "shutting down"
+        if not self.pipeline.healthy():
+            return False, "pipeline failed"
+        return (
+            True,
+            f"ok: model {self.models.current.bundle.version}, partitions {len(self.pipeline.assignment)}",
+        )
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.pipeline is not None and not self.pipeline.healthy() and not self._stopping:
+            return False, f"pipeline failed: {self.pipeline.fatal!r}"
+        return True, "ok"
+
+    async def run(self) -> int:
+        self.exit_code = await self._run()
+        return self.exit_code
+
+    async def _run(self) -> int:
+        s = self.settings
+        try:
+            clf, fp = await self._load_model()
+        except StartupError as exc:
+            log.error("cannot start", error=str(exc))
+            return EXIT_STARTUP
+        self.models = ModelHolder(clf, fp, self.metrics)
+        b = clf.bundle
+        log.info(
+            "model loaded",
+            name=b.name,
+            version=b.version,
+            provider=clf.provider,
+            variant=clf.variant,
+            device=s.model.device,
+            path=str(s.model.path),
+        )
+        consumer = make_consumer(s)
+        producer = make_producer(s)
+        tasks: list[asyncio.Task[Any]] = []
+        engine: Any = None
+        try:
+            await producer.start()
+            await consumer.start()
+            await self._check_topics(consumer)
+            self.pipeline = Pipeline(s, consumer, producer, self.models, self.metrics)
+            consumer.subscribe(s.input.topics, listener=self.pipeline.listener())
+            self.pipeline.start()
+            if s.http.enabled:
+                self.http = HttpServer(self._registry, self.healthy, self.ready, s.http.host, s.http.port)
+                port = await self.http.start()
+                log.info("http listening", host=s.http.host, port=port)
+            tasks.append(
+                asyncio.create_task(Reloader(s.model, self.models, self.metrics).run(), name="reload")
+            )
+            engine = await self._start_alerts()
+        except StartupError as exc:
+            log.error("cannot start", error=str(exc))
+            await self._close(consumer, producer, tasks, engine)
+            return EXIT_STARTUP
+        except Exception as exc:
+            log.error("cannot start", error=repr(exc), bootstrap_servers=s.kafka.bootstrap_servers)
+            await self._close(consumer, producer, tasks, engine)
+            return EXIT_STARTUP
+        log.info(
+            "serving",
+            topics=s.input.topics,
+            group_id=s.input.group_id,
+            labels_topic=s.output.labels_topic,
+            dead_letter_topic=s.output.dead_letter_topic,
+            delivery=s.delivery,
+        )
+        self.started.set()
+        stop_wait = asyncio.create_task(self._stop.wait())
+        failed_wait = asyncio.create_task(self.pipeline.wait_failed())
+        await asyncio.wait({stop_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        failed_wait.cancel()
+        self._stopping = True
+        t0 = time.monotonic()
+        drained = await self.pipeline.stop(timeout_s=s.shutdown_timeout_s * 0.8)
+        fatal = self.pipeline.fatal
+        await self._close(consumer, producer, tasks, engine)
+        log.info(
+            "stopped",
+            drained=drained,
+            seconds=round(time.monotonic() - t0, 3),
+            error=repr(fatal) if fatal else None,
+        )
+        return EXIT_FAILED if fatal is not None else EXIT_OK
+
+    async def _load_model(self) -> tuple[Classifier, Any]:
+        cfg = self.settings.model
+        fp = await asyncio.to_thread(fingerprint, cfg.path)
+        try:
+            clf = await asyncio.to_thread(self._loader, cfg)
+        except Exception as exc:
+            raise StartupError(f"model at {cfg.path}: {exc}") from exc
+        return clf, fp
+
+    async def _check_topics(self, consumer: Any) -> None:
+        s = self.settings
+        existing = await consumer.topics()
+        wanted = [*s.input.topics, s.output.labels_topic, s.output.dead_letter_topic]
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            raise StartupError(
+                f"topics missing on {s.kafka.bootstrap_servers}: {missing} (create them; the daemon never does)"
+            )
+
+    async def _start_alerts(self) -> Any:
+        s = self.settings
+        if not s.alerts.enabled:
+            return None
+        # Integration point with the alerting helper's package (CONTRACTS.md section 6).
+        alerting = importlib.import_module("streamer.alerting")
+        engine = alerting.AlertEngine(s.alerts, s.kafka, s.output.labels_topic)
+        await engine.start()
+        log.info("alert engine started", alerts_topic=s.alerts.alerts_topic)
+        return engine
+
+    async def _close(self, consumer: Any, producer: Any, tasks: list[asyncio.Task[Any]], engine: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                await engine.stop()
+        if self.http is not None:
+            await self.http.stop()
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (or a fatal pipeline error); returns the exit status."""
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        return await daemon.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

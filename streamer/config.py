@@ -1,0 +1,229 @@
+"""Daemon settings: one YAML file plus ``SENTIWIRE_*`` environment variables (env wins).
+
+Validated once at start-up. Errors name the dotted field and the offending value, except for
+secrets, whose values never reach a log line or an error message (they are ``SecretStr``).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from streamer.alerting.config import AlertsConfig
+
+ENV_PREFIX = "SENTIWIRE_"
+_SECRET_HINTS = ("password", "secret", "token")
+
+
+class ConfigError(Exception):
+    """Invalid or unreadable configuration; the message names the field or file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Section):
+    """Connection settings shared by every client the daemon opens (consumer, producers, alerts)."""
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "sentiwire"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    request_timeout_ms: int = Field(default=40_000, gt=0)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)}")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file not found: {path}")
+        return self
+
+
+class InputConfig(_Section):
+    topics: list[str] = Field(default_factory=lambda: ["news"], min_length=1)
+    format: Literal["json", "text"] = "json"
+    text_field: str = "text"
+    group_id: str = "sentiwire"
+    max_message_bytes: int = Field(default=1_000_000, gt=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+class OutputConfig(_Section):
+    labels_topic: str = "labels"
+    dead_letter_topic: str = "labels.dead-letter"
+    include_text: bool = True
+    linger_ms: int = Field(default=5, ge=0)
+    compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+
+
+class ModelConfig(_Section):
+    path: Path = Path("models/current")
+    variant: Literal["fp32", "int8"] = "fp32"
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = "cpu"
+    intra_op_threads: int = Field(default=0, ge=0)
+    reload_interval_s: float = Field(default=10.0, ge=0, description="0 disables hot reload")
+
+
+class BatchingConfig(_Section):
+    max_batch_size: int = Field(default=32, gt=0)
+    max_wait_ms: float = Field(default=10.0, ge=0)
+    max_in_flight: int = Field(default=2_000, gt=0, description="messages fetched but not yet acknowledged")
+    bucket_by_length: bool = True
+    commit_interval_ms: int = Field(default=1_000, gt=0)
+
+    @model_validator(mode="after")
+    def _check_in_flight(self) -> BatchingConfig:
+        if self.max_in_flight < self.max_batch_size:
+            raise ValueError(
+                f"max_in_flight ({self.max_in_flight}) must be >= max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+
+class ExactlyOnceConfig(_Section):
+    transactional_id: str | None = Field(
+        default=None,
+        description="stable per replica (a restart with the same id fences its zombie); default sentiwire-<group>-<hostname>",
+    )
+    transaction_timeout_ms: int = Field(default=15_000, gt=0)
+
+
+class HttpConfig(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
+    enabled: bool = True
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """Everything ``sentiwire serve`` needs. Load with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    input: InputConfig = InputConfig()
+    output: OutputConfig = OutputConfig()
+    model: ModelConfig = ModelConfig()
+    batching: BatchingConfig = BatchingConfig()
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    exactly_once: ExactlyOnceConfig = ExactlyOnceConfig()
+    http: HttpConfig = HttpConfig()
+    logging: LoggingConfig = LoggingConfig()
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    alerts: AlertsConfig = AlertsConfig()
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> Settings:
+        outputs = {self.output.labels_topic, self.output.dead_letter_topic}
+        clash = outputs.intersection(self.input.topics)
+        if clash:
+            raise ValueError(
+                f"input.topics and output topics overlap: {sorted(clash)} (the daemon would loop)"
+            )
+        if self.output.labels_topic == self.output.dead_letter_topic:
+            raise ValueError("output.labels_topic and output.dead_letter_topic must differ")
+        return self
+
+    def transactional_id(self) -> str:
+        return self.exactly_once.transactional_id or f"sentiwire-{self.input.group_id}-{socket.gethostname()}"
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """Feeds the parsed YAML file to pydantic-settings below the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    return any(hint in str(part).lower() for part in loc for hint in _SECRET_HINTS)
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line per problem: dotted field, message, offending value (secrets redacted)."""
+    lines = [f"invalid configuration ({origin}):"]
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc", ()))
+        field = ".".join(str(p) for p in loc) or "<root>"
+        value = "<redacted>" if _is_secret(loc) else repr(err.get("input"))
+        if len(value) > 200:
+            value = value[:200] + "..."
+        lines.append(f"  {field}: {err['msg']} (got {value})")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Validate the YAML file (optional) overlaid by ``SENTIWIRE_*`` env; raise ConfigError on any problem."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    origin = f"file {path} + {ENV_PREFIX}* env" if path is not None else f"{ENV_PREFIX}* env"
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _DictSource(settings_cls, data))
+
+    try:
+        return _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration ({origin}): {exc}") from None

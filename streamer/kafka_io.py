@@ -1,0 +1,70 @@
+"""aiokafka client factories. The only place that maps our config to client arguments.
+
+Security settings (SSL, SASL PLAIN/SCRAM) pass through unchanged to every client; the
+alert engine uses :func:`client_kwargs` too so one ``kafka`` section configures all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+
+from streamer.config import KafkaConfig, Settings
+
+# Room for our dead-letter headers on top of a maximal input record.
+_REQUEST_HEADROOM = 64 * 1024
+
+
+def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
+    """Connection and security arguments common to consumers, producers and admin clients."""
+    kw: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        kw["ssl_context"] = create_ssl_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+            password=kafka.ssl_password.get_secret_value() if kafka.ssl_password else None,
+        )
+        if not kafka.ssl_check_hostname:
+            kw["ssl_context"].check_hostname = False
+    if kafka.security_protocol.startswith("SASL_"):
+        kw["sasl_mechanism"] = kafka.sasl_mechanism
+        kw["sasl_plain_username"] = kafka.sasl_username
+        kw["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    return kw
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """Group consumer with manual commits; read_committed under exactly_once."""
+    exactly_once = settings.delivery == "exactly_once"
+    return AIOKafkaConsumer(
+        **client_kwargs(settings.kafka),
+        group_id=settings.input.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.input.auto_offset_reset,
+        isolation_level="read_committed" if exactly_once else "read_uncommitted",
+        max_partition_fetch_bytes=max(1_048_576, settings.input.max_message_bytes + _REQUEST_HEADROOM),
+    )
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """Idempotent producer (acks=all); transactional under exactly_once."""
+    kw: dict[str, Any] = {
+        **client_kwargs(settings.kafka),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.output.linger_ms,
+        "compression_type": settings.output.compression,
+        "max_request_size": max(1_048_576, settings.input.max_message_bytes * 2 + _REQUEST_HEADROOM),
+    }
+    if settings.delivery == "exactly_once":
+        kw["transactional_id"] = settings.transactional_id()
+        kw["transaction_timeout_ms"] = settings.exactly_once.transaction_timeout_ms
+    return AIOKafkaProducer(**kw)

@@ -1,0 +1,94 @@
+"""Prometheus metrics of the daemon (prefix ``sentiwire_``).
+
+Registered on the registry given (the default REGISTRY in production, so the alert engine's
+metrics are served from the same /metrics); tests pass a fresh CollectorRegistry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        r = registry
+        self.registry = registry
+        self.consumed = Counter("sentiwire_messages_consumed", "Input records fetched", ["topic"], registry=r)
+        self.published = Counter(
+            "sentiwire_messages_published", "Label records acknowledged by the broker", ["topic"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "sentiwire_messages_dead_lettered",
+            "Input records published to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.truncated = Counter(
+            "sentiwire_messages_truncated", "Texts cut to the model's max_length tokens", registry=r
+        )
+        self.batches = Counter("sentiwire_batches", "Batches run through the model", registry=r)
+        self.batch_size = Histogram(
+            "sentiwire_batch_size", "Messages per batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.tokenize_seconds = Histogram(
+            "sentiwire_tokenize_seconds", "Tokenization time per batch", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "sentiwire_inference_seconds", "ONNX Runtime time per batch", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "sentiwire_end_to_end_seconds",
+            "Input record timestamp to label acknowledged by the broker",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing_seconds = Histogram(
+            "sentiwire_processing_seconds",
+            "Record fetched to label acknowledged by the broker",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "sentiwire_tokens", "Tokens fed to the model; kind=padding is waste", ["kind"], registry=r
+        )
+        self.in_flight = Gauge(
+            "sentiwire_in_flight_messages", "Records fetched and not yet acknowledged", registry=r
+        )
+        self.paused = Gauge(
+            "sentiwire_fetch_paused", "1 while fetching is paused by backpressure", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "sentiwire_consumer_lag",
+            "High watermark minus committed position, per owned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.predictions = Counter(
+            "sentiwire_predictions", "Predicted labels by head", ["head", "label"], registry=r
+        )
+        self.model_info = Gauge(
+            "sentiwire_model_info",
+            "The model being served (value 1)",
+            ["name", "version", "provider", "variant"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "sentiwire_model_reloads", "Hot-reload attempts by result", ["result"], registry=r
+        )
+        self.ready = Gauge(
+            "sentiwire_ready", "1 when the model is loaded and partitions are assigned", registry=r
+        )
+        self.commits = Counter("sentiwire_commits", "Offset commits by result", ["result"], registry=r)
+        self.transactions = Counter(
+            "sentiwire_transactions", "Kafka transactions (exactly_once) by result", ["result"], registry=r
+        )
+        self.rebalances = Counter(
+            "sentiwire_rebalances", "Partitions revoked / assigned events", ["event"], registry=r
+        )
+
+    def set_model(self, name: str, version: str, provider: str, variant: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name=name, version=version, provider=provider, variant=variant).set(1)

@@ -1,0 +1,112 @@
+"""Commit watermarks. Pure bookkeeping, no Kafka client.
+
+At-least-once means: commit position P for a partition only when every offset below P that
+this consumer fetched has been acknowledged (its label, or its dead letter, is on the broker).
+Offsets need not be contiguous (compaction, transaction markers), so the tracker remembers
+the offsets it actually saw, in fetch order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+TP = tuple[str, int]  # (topic, partition)
+
+
+class PartitionOffsets:
+    """Offsets of one partition: fetched in increasing order, acknowledged in any order."""
+
+    __slots__ = ("_acked", "_committed", "_done", "_pending")
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._acked: set[int] = set()
+        self._done: int | None = None  # next offset after the fully acknowledged prefix
+        self._committed: int | None = None
+
+    def track(self, offset: int) -> None:
+        last = self._pending[-1] if self._pending else (self._done - 1 if self._done is not None else None)
+        if last is not None and offset <= last:
+            raise ValueError(f"offset {offset} tracked after {last}: offsets must increase")
+        self._pending.append(offset)
+
+    def ack(self, offset: int) -> None:
+        self._acked.add(offset)
+        while self._pending and self._pending[0] in self._acked:
+            first = self._pending.popleft()
+            self._acked.discard(first)
+            self._done = first + 1
+
+    def discard_from(self, offset: int) -> None:
+        """Forget unacknowledged offsets >= offset (they were dropped and will be re-fetched)."""
+        while self._pending and self._pending[-1] >= offset:
+            self._acked.discard(self._pending.pop())
+
+    @property
+    def watermark(self) -> int | None:
+        """Position safe to commit (next offset to read), or None if nothing is acknowledged yet."""
+        return self._done
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def uncommitted(self) -> int | None:
+        """The watermark if it moved past the last commit, else None."""
+        if self._done is not None and self._done != self._committed:
+            return self._done
+        return None
+
+    def mark_committed(self, position: int) -> None:
+        self._committed = position
+
+
+class OffsetTracker:
+    """Per-partition :class:`PartitionOffsets` for the partitions this consumer owns."""
+
+    def __init__(self) -> None:
+        self._parts: dict[TP, PartitionOffsets] = {}
+
+    def partition(self, tp: TP) -> PartitionOffsets:
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = PartitionOffsets()
+        return part
+
+    def track(self, tp: TP, offset: int) -> None:
+        self.partition(tp).track(offset)
+
+    def ack(self, tp: TP, offset: int) -> None:
+        part = self._parts.get(tp)
+        if part is not None:  # partition revoked meanwhile: its new owner re-reads it
+            part.ack(offset)
+
+    def to_commit(self, tps: Iterable[TP] | None = None) -> dict[TP, int]:
+        wanted = self._parts.keys() if tps is None else [tp for tp in tps if tp in self._parts]
+        out: dict[TP, int] = {}
+        for tp in wanted:
+            pos = self._parts[tp].uncommitted()
+            if pos is not None:
+                out[tp] = pos
+        return out
+
+    def mark_committed(self, offsets: dict[TP, int]) -> None:
+        for tp, pos in offsets.items():
+            if tp in self._parts:
+                self._parts[tp].mark_committed(pos)
+
+    def in_flight(self, tp: TP) -> int:
+        part = self._parts.get(tp)
+        return part.in_flight if part is not None else 0
+
+    def watermark(self, tp: TP) -> int | None:
+        part = self._parts.get(tp)
+        return part.watermark if part is not None else None
+
+    def drop(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self._parts.pop(tp, None)
+
+    def partitions(self) -> list[TP]:
+        return list(self._parts)

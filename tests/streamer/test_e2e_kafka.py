@@ -1,0 +1,167 @@
+"""End to end on the real broker: real texts in, labels out equal to Classifier.predict
+(the `sentiwire predict` path); every bad-message kind dead-lettered with its reason;
+/metrics parses and its counters match what was sent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import jsonschema
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer.bundle import load_bundle
+from streamer.inference import Classifier
+from streamer.messages import H_ERROR, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
+from tests.streamer.helpers import (
+    config_dict,
+    consume_all,
+    json_messages,
+    produce,
+    real_texts,
+    running_daemon,
+    settings_from,
+)
+
+pytestmark = pytest.mark.kafka
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "streamer/schemas/labels.schema.json").read_text())
+
+N_TEXTS = 120
+N_LONG = 8
+
+BAD = {
+    "not_utf8": b'{"text": "caf\xe9"}',
+    "not_json": b'{"text": "unterminated',
+    "not_object": b'["a", "list"]',
+    "missing_text": b'{"id": "x", "body": "no text field"}',
+    "text_not_string": b'{"text": 42}',
+    "blank_text": b'{"text": "   \\n "}',
+    "too_large": orjson.dumps({"text": "x" * 5000}),
+}
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_labels_match_predict_dead_letters_and_metrics(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    topic, labels, dlq = kafka_topic_factory(3), kafka_topic_factory(3), kafka_topic_factory(1)
+    texts = real_texts(shared_data, N_TEXTS, long_texts=N_LONG)
+    good = json_messages(texts)
+    keys = [f"k{i % 7}".encode() for i in range(len(good))]
+    sent = await produce(kafka_bootstrap, topic, good, keys=keys)
+    bad_sent = await produce(
+        kafka_bootstrap,
+        topic,
+        list(BAD.values()),
+        keys=[r.encode() for r in BAD],
+        headers=[("trace", b"abc")],
+    )
+
+    cfg = config_dict(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topic=topic,
+        labels=labels,
+        dlq=dlq,
+        group="e2e",
+        input={"max_message_bytes": 4096},
+    )
+    settings = settings_from(tmp_path, cfg)
+    async with running_daemon(settings) as daemon:
+        out = await consume_all(kafka_bootstrap, labels, len(good), timeout_s=60)
+        dead = await consume_all(kafka_bootstrap, dlq, len(BAD), timeout_s=30)
+        assert daemon.http is not None
+        assert daemon.http.port
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{daemon.http.port}"
+            for _ in range(50):  # acks are counted right after the broker answers; allow a moment
+                metrics = _samples(await (await http.get(f"{base}/metrics")).text())
+                if metrics.get(("sentiwire_messages_published_total", (("topic", labels),))) == len(good):
+                    break
+            assert (await http.get(f"{base}/healthz")).status == 200
+            assert (await http.get(f"{base}/readyz")).status == 200
+    assert daemon.exit_code == 0
+
+    # Labels: one per input, equal to the offline predict path on the same texts.
+    assert len(out) == len(good)
+    clf = Classifier(load_bundle(tiny_bundle))
+    expected = clf.predict(texts)
+    enc = clf.encode(texts)
+    by_id = {}
+    for rec in out:
+        value = orjson.loads(rec.value)
+        jsonschema.validate(value, SCHEMA)
+        by_id[value["id"]] = (rec, value)
+    assert set(by_id) == {f"m{i}" for i in range(len(texts))}
+    for i, text in enumerate(texts):
+        rec, value = by_id[f"m{i}"]
+        assert value["text"] == text
+        assert rec.key == keys[i]
+        assert value["ts"] == 1_700_000_000_000 + i
+        assert value["tickers"] == ["ACME"]
+        assert value["source"]["topic"] == topic
+        assert (value["source"]["partition"], value["source"]["offset"]) == sent[i]
+        assert value["model"] == {"name": clf.bundle.name, "version": clf.bundle.version}
+        assert value["truncated"] == bool(enc.truncated[i])
+        for head, pred in expected[i].items():
+            got = value["labels"][head]
+            assert got["label"] == pred.label, (i, head)
+            assert got["score"] == pytest.approx(pred.score, abs=1e-4)
+            assert got["scores"] == pytest.approx(pred.scores, abs=1e-4)
+    # Per-partition order holds downstream: within an output partition, source offsets increase.
+    last: dict[tuple[int, int], int] = {}
+    for rec in sorted(out, key=lambda r: (r.partition, r.offset)):
+        src = orjson.loads(rec.value)["source"]
+        k = (rec.partition, src["partition"])
+        assert src["offset"] > last.get(k, -1)
+        last[k] = src["offset"]
+
+    # Dead letters: original bytes and headers, our headers naming reason and source position.
+    assert len(dead) == len(BAD)
+    dead_by_key = {rec.key.decode(): rec for rec in dead}
+    for (reason, raw), (part, off) in zip(BAD.items(), bad_sent, strict=True):
+        rec = dead_by_key[reason]  # produced with the reason as key
+        headers = dict(rec.headers)
+        assert headers[H_ERROR].decode() == reason
+        assert rec.value == raw
+        assert headers["trace"] == b"abc"
+        assert headers[H_SOURCE_TOPIC].decode() == topic
+        assert (int(headers[H_SOURCE_PARTITION]), int(headers[H_SOURCE_OFFSET])) == (part, off)
+
+    # Metrics match what was sent.
+    n_trunc = int(enc.truncated.sum())
+    assert n_trunc >= N_LONG // 2  # the BBC articles are longer than the tiny model's max_length
+    total = len(good) + len(BAD)
+    assert metrics[("sentiwire_messages_consumed_total", (("topic", topic),))] == total
+    assert metrics[("sentiwire_messages_published_total", (("topic", labels),))] == len(good)
+    for reason in BAD:
+        assert metrics[("sentiwire_messages_dead_lettered_total", (("reason", reason),))] == 1
+    assert metrics[("sentiwire_messages_truncated_total", ())] == n_trunc
+    for head in ("sentiment", "topic"):
+        per_label = {
+            k[1][1][1]: v
+            for k, v in metrics.items()
+            if k[0] == "sentiwire_predictions_total" and k[1][0][1] == head
+        }
+        want: dict[str, int] = {}
+        for pred in expected:
+            want[pred[head].label] = want.get(pred[head].label, 0) + 1
+        assert per_label == want
+    assert metrics[("sentiwire_batch_size_count", ())] == metrics[("sentiwire_batches_total", ())]
+    assert metrics[("sentiwire_batch_size_sum", ())] == len(good)
+    info = [k for k in metrics if k[0] == "sentiwire_model_info"]
+    assert info
+    assert dict(info[0][1])["provider"] == "CPUExecutionProvider"
+    assert dict(info[0][1])["version"] == clf.bundle.version
+    assert metrics[("sentiwire_ready", ())] == 1
