@@ -58,6 +58,23 @@ kafka-jars: install ## fetch Apache Kafka 4.x jars from Maven Central into .kafk
 kafka: install system-deps ## run a single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground
 	$(SENTIWIRE) dev broker --port $(KAFKA_PORT) --data-dir .kafka/data
 
+# --- images, Helm chart, deploy checks (owner: deploy) ---
+# helm is built from source with the Go toolchain (Go module proxy), pinned; ~2-3 min cold on 2 cores.
+HELM_VERSION := v3.21.4
+HELM := .helm/$(HELM_VERSION)/helm
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+
+$(HELM):
+	GOBIN=$(CURDIR)/.helm/$(HELM_VERSION) GOFLAGS=-trimpath $(GO) install \
+	  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" \
+	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## build the pinned helm binary into .helm/ (cached)
+
+deploy-check: install system-deps $(HELM) ## helm lint/template (default, GPU+KEDA) + k8s 1.37 schemas + CRDs + promtool + hadolint
+	$(PY) deploy/check.py --helm $(HELM)
+
 # --- alert rules (owner: alerting) ---
 .PHONY: rules-check
 rules-check: system-deps ## promtool: check and unit-test the Prometheus alert rules in deploy/prometheus
