@@ -72,7 +72,7 @@ $(HELM):
 .PHONY: helm
 helm: $(HELM) ## build the pinned helm binary into .helm/ (cached)
 
-deploy-check: install system-deps $(HELM) ## helm lint/template (default, GPU+KEDA) + k8s 1.37 schemas + CRDs + promtool + hadolint
+deploy-check: install system-deps rules-check $(HELM) ## helm lint/template (default, GPU+KEDA) + k8s 1.37 schemas + CRDs + promtool + hadolint
 	$(PY) deploy/check.py --helm $(HELM)
 
 # --- alert rules (owner: alerting) ---

@@ -35,7 +35,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_prometheus_rule_is_exactly_the_source_rule_files(render: Render) -> None:
-    sources = sorted((ROOT / "deploy" / "prometheus").glob("*.y*ml"))
+    sources = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
     assert sources, "deploy/prometheus has no rule files"
     expected: list[Any] = []
     for path in sources:
