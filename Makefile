@@ -80,3 +80,6 @@ deploy-check: install system-deps rules-check $(HELM) ## helm lint/template (def
 rules-check: system-deps ## promtool: check and unit-test the Prometheus alert rules in deploy/prometheus
 	promtool check rules deploy/prometheus/*.rules.yml
 	promtool test rules deploy/prometheus/tests/*.test.yml
+
+bench: install system-deps ## benchmarks: ORT limit, naive + batched peers, sentiwire e2e, soak (BENCH_ARGS="--soak-s 600" for 10 min)
+	$(PY) -m bench.run --data-dir $(DATA) $(BENCH_ARGS)

@@ -1,0 +1,132 @@
+"""The hardware limit: ONNX Runtime alone on pre-tokenized batches (own process, clean RSS).
+
+Uses sentiwire's own inference path (``streamer.inference.Classifier``) so the session
+options are exactly what the daemon runs; tokenization happens before the clock starts.
+Prints one JSON object on stdout.
+
+    python -m bench.ort_limit --bundle DIR --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bench.texts import load_texts
+from streamer.batching import padding_waste, plan_buckets, take_rows
+from streamer.bundle import load_bundle
+from streamer.inference import Classifier, Encoded
+
+
+def time_batches(clf: Classifier, batches: Sequence[Encoded], min_seconds: float) -> dict[str, float]:
+    """Run the batches round-robin for at least ``min_seconds`` (and at least once each)."""
+    for enc in batches[:2]:
+        clf.infer(enc)  # warm-up: first runs allocate
+    rows = 0
+    calls = 0
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    while True:
+        for enc in batches:
+            clf.infer(enc)
+            rows += len(enc)
+            calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            break
+    cpu = time.process_time() - cpu0
+    return {
+        "msgs_per_s": rows / elapsed,
+        "ms_per_batch": 1000 * elapsed / calls,
+        "cpu_cores": cpu / elapsed,
+        "rows": rows,
+        "seconds": elapsed,
+    }
+
+
+def bucketed(clf: Classifier, texts: Sequence[str], batch_size: int) -> tuple[list[Encoded], list[Encoded]]:
+    """Arrival-order batches padded to their longest row, and the same batches split by length."""
+    plain: list[Encoded] = []
+    split: list[Encoded] = []
+    for i in range(0, len(texts), batch_size):
+        enc = clf.encode(texts[i : i + batch_size])
+        plain.append(enc)
+        split.extend(take_rows(enc, rows) for rows in plan_buckets(enc.lengths.tolist()))
+    return plain, split
+
+
+def waste(batches: Sequence[Encoded]) -> float:
+    real = sum(int(b.lengths.sum()) for b in batches)
+    fed = sum(int(b.input_ids.size) for b in batches)
+    return 1.0 - real / fed if fed else 0.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--variants", default="fp32,int8")
+    p.add_argument("--batch-sizes", default="1,8,16,32,64")
+    p.add_argument("--n-texts", type=int, default=512, help="short texts per measurement")
+    p.add_argument("--min-seconds", type=float, default=3.0)
+    p.add_argument("--mixed-batch", type=int, default=32)
+    args = p.parse_args()
+
+    bundle = load_bundle(args.bundle)
+    texts = load_texts(args.data_dir)
+    short = texts["short"][: args.n_texts]
+    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    out: dict[str, Any] = {"bundle": str(args.bundle), "max_length": bundle.max_length, "variants": {}}
+    for variant in args.variants.split(","):
+        clf = Classifier(bundle, variant=variant)
+        sweep: dict[str, Any] = {}
+        for bs in sizes:
+            batches = [clf.encode(short[i : i + bs]) for i in range(0, len(short), bs)]
+            sweep[str(bs)] = time_batches(clf, batches, args.min_seconds)
+            print(
+                f"ort {variant} bs={bs}: {sweep[str(bs)]['msgs_per_s']:.0f} msg/s",
+                file=sys.stderr,
+                flush=True,
+            )
+        best = max(sweep, key=lambda k: sweep[k]["msgs_per_s"])
+        kinds: dict[str, Any] = {}
+        bs = int(best)
+        for kind in ("phrasebank", "tweets", "bbc"):
+            sample = texts[kind][: max(bs * 4, 128 if kind != "bbc" else 64)]
+            batches = [clf.encode(sample[i : i + bs]) for i in range(0, len(sample), bs)]
+            kinds[kind] = time_batches(clf, batches, args.min_seconds)
+        plain, split = bucketed(clf, texts["mixed"][: args.mixed_batch * 8], args.mixed_batch)
+        kinds["mixed_unbucketed"] = time_batches(clf, plain, args.min_seconds)
+        kinds["mixed_bucketed"] = time_batches(clf, split, args.min_seconds)
+        kinds["mixed_unbucketed"]["padding_waste"] = waste(plain)
+        kinds["mixed_bucketed"]["padding_waste"] = waste(split)
+        out["variants"][variant] = {"sweep": sweep, "best_batch_size": bs, "kinds": kinds}
+    # Padding waste over a larger sample of the mixed stream (arrival order, batch 32).
+    tok_clf = Classifier(bundle, variant="int8")
+    mixed = texts["mixed"][:2048]
+    lengths = [
+        tok_clf.encode(mixed[i : i + args.mixed_batch]).lengths.tolist()
+        for i in range(0, len(mixed), args.mixed_batch)
+    ]
+    before = [padding_waste(ls) for ls in lengths]
+    after = [padding_waste(ls, plan_buckets(ls)) for ls in lengths]
+    out["padding_waste_mixed"] = {
+        "batches": len(lengths),
+        "batch_size": args.mixed_batch,
+        "before": float(np.mean(before)),
+        "after": float(np.mean(after)),
+    }
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()
