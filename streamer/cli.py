@@ -50,3 +50,4 @@ def serve(
 def register(app: typer.Typer) -> None:
     """Attach the serving commands to the top-level app."""
     app.command("serve")(serve)
+    __import__("streamer.alerting.cli", fromlist=["register"]).register(app)  # sentiwire alert

@@ -24,6 +24,10 @@ class AlertsConfig(BaseModel):
     state_topic: str = "sentiwire.alerts.state"
     # The engine reads every partition of the labels topic itself; this names its client only.
     client_id: str = "sentiwire-alerts"
+    # Create the alerts and state topics when missing (1 partition each). Production clusters
+    # usually pre-create them; set the replication factor to the cluster's (e.g. 3).
+    create_topics: bool = True
+    topic_replication_factor: int = Field(1, ge=1)
 
     # Event-time windows (seconds). Scores are evaluated on bucket boundaries.
     short_window_s: float = Field(300.0, gt=0)

@@ -219,6 +219,17 @@ def _as_ms(value: Any, field_name: str) -> int:
     return int(value)
 
 
+def event_time(record: Mapping[str, Any]) -> int:
+    """Event time of a labels record for ordering (records without one sort first; parse rejects them)."""
+    source = record.get("source")
+    value = source.get("timestamp") if isinstance(source, Mapping) else None
+    if value is None:
+        value = record.get("ts")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return int(value)
+    return -(2**62)
+
+
 class SpikeDetector:
     """Feed labeled records with ``process``; it returns firing/resolved ``AlertEvent``s."""
 
@@ -366,6 +377,29 @@ class SpikeDetector:
     def active_alerts(self) -> dict[ScopeKey, ActiveAlert]:
         return {s.key: s.active for s in self.scopes() if s.active is not None}
 
+    def scope(self, kind: str, name: str) -> ScopeState | None:
+        if kind == "global":
+            return self.global_scope if name == GLOBAL_SCOPE[1] else None
+        if kind == "topic":
+            return self.topics.get(name)
+        return self.entity_scopes.get(name)
+
+    def current_event(self, kind: str, name: str) -> AlertEvent | None:
+        """A firing event for a scope active now, from its latest evaluation (used after a restart)."""
+        s = self.scope(kind, name)
+        if s is None or s.active is None:
+            return None
+        return self._event(s, "firing", s.last, None, None, [])
+
+    def resolved_event(
+        self, kind: str, name: str, alert_id: str, started_at_ms: int, at_ms: int
+    ) -> AlertEvent:
+        """A resolve for an alert published before a restart that is no longer firing."""
+        s = self.scope(kind, name)
+        last = s.last if s is not None else Evaluation()
+        ev = Evaluation(**{**last.__dict__, "at_ms": at_ms})
+        return self._make_event(kind, name, "resolved", ev, alert_id, started_at_ms, None, None, [])
+
     @property
     def watermark_ms(self) -> int | None:
         return None if self.max_ts_ms is None else self.max_ts_ms - self.lateness_ms
@@ -483,19 +517,42 @@ class SpikeDetector:
         last: dict[str, Any] | None,
         examples: list[dict[str, Any]],
     ) -> AlertEvent:
-        cfg = self.config
         assert scope.active is not None
-        t = ev.at_ms
+        return self._make_event(
+            scope.kind,
+            scope.name,
+            state,
+            ev,
+            scope.active.alert_id,
+            scope.active.started_at_ms,
+            first,
+            last,
+            examples,
+        )
+
+    def _make_event(
+        self,
+        kind: str,
+        name: str,
+        state: Literal["firing", "resolved"],
+        ev: Evaluation,
+        alert_id: str,
+        started_at_ms: int,
+        first: dict[str, Any] | None,
+        last: dict[str, Any] | None,
+        examples: list[dict[str, Any]],
+    ) -> AlertEvent:
+        cfg = self.config
         # The most recent few negatives of the window.
         examples = examples[-cfg.max_examples :] if cfg.max_examples > 0 else []
         return AlertEvent(
-            alert_id=scope.active.alert_id,
-            scope_kind=scope.kind,
-            scope=scope.name,
+            alert_id=alert_id,
+            scope_kind=kind,
+            scope=name,
             state=state,
-            at_ms=t,
-            started_at_ms=scope.active.started_at_ms,
-            resolved_at_ms=t if state == "resolved" else None,
+            at_ms=ev.at_ms,
+            started_at_ms=started_at_ms,
+            resolved_at_ms=ev.at_ms if state == "resolved" else None,
             short_window_s=cfg.short_window_s,
             baseline_window_s=cfg.baseline_window_s,
             negative_share=ev.share,

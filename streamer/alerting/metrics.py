@@ -8,6 +8,7 @@ that is firing; series of scopes that drop out are removed, not left stale.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -106,3 +107,16 @@ class AlertMetrics:
 
     def exported_scopes(self) -> set[tuple[str, str]]:
         return set(self._exported)
+
+
+_default: AlertMetrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> AlertMetrics:
+    """The process's one set of alert metrics on the default REGISTRY (registering twice fails)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = AlertMetrics(REGISTRY)
+        return _default
