@@ -110,7 +110,8 @@ def decide(current: Mapping[str, Any], candidate: Mapping[str, Any], tolerance: 
         )
     if missing:
         return Decision(False, tolerance, tuple(rows), f"candidate has no score for head(s) {missing}")
-    worse = [h for h in rows if h.delta < -tolerance]
+    # A drop of exactly `tolerance` is allowed; 1e-9 absorbs float noise in the subtraction.
+    worse = [h for h in rows if h.delta < -tolerance - 1e-9]
     if worse:
         why = ", ".join(f"{h.head} {h.current:.4f} -> {h.candidate:.4f} ({h.delta:+.4f})" for h in worse)
         return Decision(False, tolerance, tuple(rows), f"macro-F1 dropped by more than {tolerance}: {why}")
