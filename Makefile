@@ -49,11 +49,19 @@ test-fast: install ## unit tests only (no broker, no real fine-tune)
 	$(PY) -m pytest -q -m "not kafka and not slow and not prometheus"
 
 # --- local Kafka broker, demo, benchmarks (owner: tooling) ---
+.PHONY: kafka-jars
 KAFKA_PORT ?= 9092
 
 kafka-jars: install ## fetch Apache Kafka 4.x jars from Maven Central into .kafka/libs (once, cached)
 	@command -v mvn >/dev/null 2>&1 || $(MAKE) system-deps
 	$(PY) -c "from sentiwire.devbroker import ensure_jars, kafka_version; print('Kafka', kafka_version(ensure_jars(quiet=False)))"
+
+DEMO_DURATION ?=
+DEMO_ARGS ?=
+
+demo: install system-deps ## broker + daemon (alerts on) + real messages with a negative burst, shown live; Ctrl-C stops (DEMO_DURATION=s)
+	@test -f $(MODEL_DIR)/bundle.json || $(MAKE) demo-model
+	$(SENTIWIRE) dev demo --model $(MODEL_DIR) --data-dir $(DATA) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION)) $(DEMO_ARGS)
 
 kafka: install system-deps ## run a single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground
 	$(SENTIWIRE) dev broker --port $(KAFKA_PORT) --data-dir .kafka/data

@@ -121,3 +121,53 @@ def replay(
         f"= {stats.rate:.0f} msg/s",
         err=True,
     )
+
+
+@app.command()
+def demo(
+    model: Annotated[Path, typer.Option(help="model bundle to serve")] = Path("models/sentiwire-minilm"),
+    variant: Annotated[str, typer.Option(help="fp32 | int8")] = "int8",
+    rate: Annotated[float, typer.Option(help="messages per second")] = 20.0,
+    source: Annotated[
+        str, typer.Option(help="phrasebank | tweets | topic | bbc | reviews | mixed")
+    ] = "mixed",
+    duration: Annotated[
+        float | None,
+        typer.Option(envvar="DEMO_DURATION", help="stop after this many seconds (default: Ctrl-C)"),
+    ] = None,
+    burst_ticker: Annotated[
+        str, typer.Option(help="ticker of the scripted negative burst ('' = none)")
+    ] = "TSLA",
+    burst_at: Annotated[float, typer.Option(help="seconds after the start")] = 45.0,
+    burst_duration: Annotated[float, typer.Option(help="seconds")] = 40.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="use this running broker instead of starting one")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="daemon's /metrics port (default: a free one)")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="shared data folder [default: ../shared/data]")
+    ] = None,
+    expect_alert: Annotated[bool, typer.Option(help="exit 1 unless at least one alert fired")] = False,
+) -> None:
+    """Broker + daemon (alerts on) + replay of real messages with a negative burst; labels and alerts live."""
+    from sentiwire.demo import DemoOptions, main
+
+    if variant not in ("fp32", "int8"):
+        raise typer.BadParameter(f"must be fp32 or int8, got {variant!r}", param_hint="--variant")
+    opts = DemoOptions(
+        model=model.resolve(),
+        data_dir=(data_dir or default_data_dir()).resolve(),
+        variant=variant,
+        rate=rate,
+        source=source,
+        duration_s=duration,
+        burst_ticker=burst_ticker.lstrip("$").upper() or None,
+        burst_at_s=burst_at,
+        burst_duration_s=burst_duration,
+        bootstrap=bootstrap,
+        http_port=http_port,
+        expect_alert=expect_alert,
+    )
+    raise typer.Exit(main(opts))

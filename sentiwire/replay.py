@@ -193,12 +193,14 @@ async def replay(
     progress_every_s: float = 5.0,
     producer: Any | None = None,
     quiet: bool = False,
+    stats: ReplayStats | None = None,
 ) -> ReplayStats:
     """Send until ``limit`` messages, ``duration_s`` seconds or the data end, at ``rate`` msg/s.
 
     The schedule is absolute (message i is due at start + i/rate), so a slow moment is caught
     up rather than lowering the average; ``rate <= 0`` sends as fast as the producer takes them.
-    Every send is awaited for its broker acknowledgement before returning.
+    Every send is awaited for its broker acknowledgement before returning. Pass ``stats`` to
+    watch the counts while it runs (e.g. when it is cancelled rather than left to finish).
     """
     from aiokafka import AIOKafkaProducer
 
@@ -206,7 +208,7 @@ async def replay(
     if producer is None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
         await producer.start()
-    stats = ReplayStats()
+    stats = stats if stats is not None else ReplayStats()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     last_progress = t0
