@@ -1,0 +1,344 @@
+"""Labeled data sources: parsing ``HEAD=PATH[?options]``, reading CSV/JSONL/Parquet, label maps.
+
+Pure logic + file reading; no torch. Bad input raises :class:`DataError` naming the file, the
+row and the problem. Rows that are merely unusable (blank text, label outside the map) are
+skipped and *counted* (see :class:`LoadReport`); ``strict=True`` turns a skip into an error.
+
+Source spec: ``HEAD=PATH`` optionally followed by ``?key=value&...`` with keys
+``text`` / ``label`` (column names), ``map`` (``FROM:TO,FROM:TO``), ``where`` (``COLUMN:VALUE``,
+keep only matching rows), ``slice`` (a column whose values get their own dev metrics) and
+``name`` (source name in reports).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from streamer.bundle import sha256_file
+
+SUPPORTED = (".csv", ".jsonl", ".parquet")
+GENERIC_STEMS = {"train", "valid", "validation", "dev", "test", "all", "data"}
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+MAX_SKIPS_LISTED = 20
+
+
+class DataError(Exception):
+    """Unusable input: the message names file, row and problem."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    head: str
+    path: str
+    text_column: str = "text"
+    label_column: str = "label"
+    label_map: tuple[tuple[str, str], ...] = ()
+    where: tuple[str, str] | None = None
+    slice_column: str | None = None
+    name: str = ""
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        p = Path(self.path)
+        return p.parent.name if p.stem.lower() in GENERIC_STEMS and p.parent.name else p.stem
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "head": self.head,
+            "path": self.path,
+            "text_column": self.text_column,
+            "label_column": self.label_column,
+            "label_map": dict(self.label_map),
+            "where": list(self.where) if self.where else None,
+            "slice_column": self.slice_column,
+            "name": self.display_name,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SourceSpec:
+        return cls(
+            head=d["head"],
+            path=d["path"],
+            text_column=d.get("text_column", "text"),
+            label_column=d.get("label_column", "label"),
+            label_map=tuple(dict(d.get("label_map") or {}).items()),
+            where=tuple(d["where"]) if d.get("where") else None,
+            slice_column=d.get("slice_column"),
+            name=d.get("name", ""),
+        )
+
+
+def _parse_map(value: str, spec: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in value.split(","):
+        src, sep, dst = item.partition(":")
+        if not sep or not src.strip() or not dst.strip():
+            raise DataError(f"--data {spec!r}: label map entry {item!r} must look like FROM:TO")
+        pairs.append((src.strip(), dst.strip()))
+    return tuple(pairs)
+
+
+def parse_source(
+    spec: str,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_map: Mapping[str, str] | None = None,
+) -> SourceSpec:
+    """Parse ``HEAD=PATH[?text=..&label=..&map=A:b,C:d&where=col:val&slice=col&name=..]``."""
+    head, sep, rest = spec.partition("=")
+    head = head.strip()
+    if not sep or not head or not rest:
+        raise DataError(f"--data {spec!r}: expected HEAD=PATH (e.g. sentiment=data/train.csv)")
+    if not head.isidentifier():
+        raise DataError(f"--data {spec!r}: head name {head!r} must be a simple identifier")
+    path, _, query = rest.partition("?")
+    opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
+    unknown = set(opts) - {"text", "label", "map", "where", "slice", "name"}
+    if unknown:
+        raise DataError(f"--data {spec!r}: unknown option(s) {sorted(unknown)}")
+    mapping = tuple((label_map or {}).items())
+    if "map" in opts:
+        mapping = _parse_map(opts["map"], spec)
+    where = None
+    if "where" in opts:
+        col, sep2, val = opts["where"].partition(":")
+        if not sep2 or not col:
+            raise DataError(f"--data {spec!r}: where must look like COLUMN:VALUE")
+        where = (col, val)
+    return SourceSpec(
+        head=head,
+        path=path,
+        text_column=opts.get("text", text_column),
+        label_column=opts.get("label", label_column),
+        label_map=mapping,
+        where=where,
+        slice_column=opts.get("slice") or None,
+        name=opts.get("name", ""),
+    )
+
+
+def parse_label_maps(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``HEAD:FROM=TO,FROM=TO`` (repeatable) -> {head: {from: to}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        head, sep, rest = item.partition(":")
+        if not sep or not head or not rest:
+            raise DataError(f"--label-map {item!r}: expected HEAD:FROM=TO[,FROM=TO...]")
+        for pair in rest.split(","):
+            src, sep2, dst = pair.partition("=")
+            if not sep2 or not src.strip() or not dst.strip():
+                raise DataError(f"--label-map {item!r}: entry {pair!r} must look like FROM=TO")
+            out.setdefault(head, {})[src.strip()] = dst.strip()
+    return out
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _rows_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            raise DataError(f"{path}: empty file (no header row)")
+        n_cols = len(reader.fieldnames)
+        for i, row in enumerate(reader, start=1):
+            if None in row or len(row) != n_cols:
+                raise DataError(f"{path}: row {i} (line {reader.line_num}): has more fields than the header")
+            yield i, row
+
+
+def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: row {i}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: row {i}: expected a JSON object, got {type(obj).__name__}")
+            yield i, obj
+
+
+def _rows_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable Parquet file: {exc}") from exc
+    yield from enumerate(table.to_pylist(), start=1)
+
+
+def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """(column names, [(1-based row number, row)]) of a CSV/JSONL/Parquet file."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in SUPPORTED:
+        raise DataError(f"{p}: unsupported file type {suffix or '(none)'} (use .csv, .jsonl or .parquet)")
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    reader = {".csv": _rows_csv, ".jsonl": _rows_jsonl, ".parquet": _rows_parquet}[suffix]
+    try:
+        rows = list(reader(p))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{p}: malformed CSV: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"{p}: unreadable: {exc}") from exc
+    if not rows:
+        raise DataError(f"{p}: no data rows")
+    if suffix == ".csv":
+        columns = list(rows[0][1].keys())
+    else:
+        seen: dict[str, None] = {}
+        for _, r in rows:
+            seen.update(dict.fromkeys(r))
+        columns = list(seen)
+    return columns, rows
+
+
+# ---------------------------------------------------------------- labeled examples
+
+
+@dataclass
+class LoadReport:
+    """What happened to every row of one source."""
+
+    source: str
+    path: str
+    rows: int = 0
+    used: int = 0
+    filtered: int = 0  # excluded by ``where`` on purpose
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, row: int, problem: str, strict: bool) -> None:
+        msg = f"{self.path}: row {row}: {problem}"
+        if strict:
+            raise DataError(msg + " (--strict)")
+        self.skipped[problem.split(":")[0]] += 1
+        if len(self.examples) < MAX_SKIPS_LISTED:
+            self.examples.append(msg)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "path": self.path,
+            "rows": self.rows,
+            "used": self.used,
+            "filtered": self.filtered,
+            "skipped": dict(self.skipped),
+            "skipped_examples": self.examples,
+        }
+
+
+@dataclass(frozen=True)
+class LabeledSet:
+    """Rows of one source that survived validation, labels already mapped."""
+
+    spec: SourceSpec
+    texts: list[str]
+    labels: list[str]
+    slices: list[str] | None
+    sha256: str
+    report: LoadReport
+
+
+def load_source(
+    spec: SourceSpec,
+    *,
+    allowed_labels: Sequence[str] | None = None,
+    strict: bool = False,
+    require_label: bool = True,
+) -> LabeledSet:
+    """Read, filter, map and validate one source."""
+    path = Path(spec.path)
+    columns, rows = read_rows(path)
+    needed = [spec.text_column] + ([spec.label_column] if require_label else [])
+    if spec.where:
+        needed.append(spec.where[0])
+    if spec.slice_column:
+        needed.append(spec.slice_column)
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; file has {columns}")
+    mapping = dict(spec.label_map)
+    allowed = set(allowed_labels) if allowed_labels is not None else None
+    report = LoadReport(source=spec.display_name, path=str(path), rows=len(rows))
+    texts: list[str] = []
+    labels: list[str] = []
+    slices: list[str] | None = [] if spec.slice_column else None
+    for i, row in rows:
+        if spec.where and str(row.get(spec.where[0])) != spec.where[1]:
+            report.filtered += 1
+            continue
+        text = row.get(spec.text_column)
+        if not isinstance(text, str) or not text.strip():
+            report.skip(i, f"blank text in column {spec.text_column!r}", strict)
+            continue
+        label = ""
+        if require_label:
+            raw = row.get(spec.label_column)
+            if raw is None or str(raw).strip() == "":
+                report.skip(i, f"blank label in column {spec.label_column!r}", strict)
+                continue
+            raw_label = str(raw).strip()
+            label = mapping.get(raw_label, raw_label)
+            if allowed is not None and label not in allowed:
+                shown = f"{raw_label!r}" + (f" (mapped to {label!r})" if label != raw_label else "")
+                report.skip(i, f"label outside the label set: {shown} not in {sorted(allowed)}", strict)
+                continue
+        texts.append(text)
+        labels.append(label)
+        if slices is not None:
+            slices.append(str(row.get(spec.slice_column or "")))
+    report.used = len(texts)
+    if not texts:
+        raise DataError(
+            f"{path}: no usable rows ({report.rows} rows, {report.filtered} filtered out, "
+            f"skipped: {dict(report.skipped) or 'none'})"
+        )
+    return LabeledSet(spec, texts, labels, slices, sha256_file(path), report)
+
+
+def head_labels(head: str, observed: Sequence[str], explicit: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Ordered label set of a head: explicit, else canonical sentiment order, else sorted."""
+    if explicit:
+        if len(set(explicit)) != len(explicit):
+            raise DataError(f"--labels {head}: duplicate labels in {list(explicit)}")
+        return tuple(explicit)
+    seen = set(observed)
+    if head == "sentiment" and seen <= set(SENTIMENT_LABELS):
+        return SENTIMENT_LABELS
+    if len(seen) < 2:
+        raise DataError(f"head {head!r}: training data has fewer than 2 labels ({sorted(seen)})")
+    return tuple(sorted(seen))
+
+
+def fingerprint(texts: Sequence[str], labels: Sequence[str]) -> str:
+    """Content hash of the examples actually used (after filtering/mapping)."""
+    h = hashlib.sha256()
+    for t, lab in zip(texts, labels, strict=True):
+        h.update(t.encode())
+        h.update(b"\x1f")
+        h.update(lab.encode())
+        h.update(b"\x1e")
+    return h.hexdigest()

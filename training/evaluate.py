@@ -1,0 +1,110 @@
+"""Score a bundle on labeled files through the serving inference path (no torch).
+
+A test set whose labels are a strict subset of a head's labels (e.g. 2-label reviews on the
+3-label sentiment head) is scored by the argmax over just those labels, i.e. P(positive)
+vs P(negative): the model is not penalised for a class the data cannot contain.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from streamer.bundle import load_bundle
+from streamer.inference import Classifier
+from training.data import DataError, SourceSpec, load_source
+from training.metrics import classification_metrics, majority_baseline
+
+
+def evaluate_bundle(
+    bundle_path: str | Path,
+    sources: Sequence[SourceSpec],
+    *,
+    variant: Literal["fp32", "int8"] = "fp32",
+    strict: bool = False,
+    batch_size: int = 64,
+    progress: bool = False,
+    classifier: Classifier | None = None,
+) -> dict[str, Any]:
+    """{"model", "variant", "heads": {head: metrics + by_source}, "sources": [load reports]}."""
+    clf = classifier or Classifier(load_bundle(bundle_path), variant=variant)
+    bundle = clf.bundle
+    head_names = {h.name for h in bundle.heads}
+    per_head: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"truth": [], "pred": []})
+    by_source: dict[str, dict[str, Any]] = defaultdict(dict)
+    reports = []
+    for spec in sources:
+        if spec.head not in head_names:
+            raise DataError(
+                f"--data {spec.head}={spec.path}: bundle has no head {spec.head!r} ({sorted(head_names)})"
+            )
+        head = bundle.head(spec.head)
+        data = load_source(spec, allowed_labels=head.labels, strict=strict)
+        observed = sorted(set(data.labels), key=head.labels.index)
+        scored = observed if len(observed) < len(head.labels) and len(observed) >= 2 else list(head.labels)
+        cols = np.array([head.labels.index(lab) for lab in scored])
+        preds: list[str] = []
+        for start in _progress(range(0, len(data.texts), batch_size), progress, spec.display_name):
+            probs = clf.infer(clf.encode(data.texts[start : start + batch_size]))[spec.head]
+            preds += [scored[int(i)] for i in probs[:, cols].argmax(axis=1)]
+        m = classification_metrics(data.labels, preds, scored)
+        m["scored_labels"] = scored
+        m["majority_baseline"] = {
+            k: v for k, v in majority_baseline(data.labels, scored).items() if k in ("accuracy", "macro_f1")
+        }
+        by_source[spec.head][spec.display_name] = m
+        if scored == list(head.labels):
+            per_head[spec.head]["truth"] += data.labels
+            per_head[spec.head]["pred"] += preds
+        reports.append({"head": spec.head, **data.report.to_json()})
+    heads: dict[str, Any] = {}
+    for name in by_source:
+        agg = per_head.get(name)
+        overall: dict[str, Any] = (
+            classification_metrics(agg["truth"], agg["pred"], bundle.head(name).labels) if agg else {}
+        )
+        overall["by_source"] = by_source[name]
+        heads[name] = overall
+    return {
+        "model": {"name": bundle.name, "version": bundle.version, "path": str(bundle.path)},
+        "variant": clf.variant,
+        "provider": clf.provider,
+        "heads": heads,
+        "sources": reports,
+    }
+
+
+def _progress(it: range, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    return tqdm(it, desc=desc, unit="batch", file=sys.stderr)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Plain-text summary: one line per head/source, then per-class rows."""
+    lines = [f"model {result['model']['name']} {result['model']['version']} ({result['variant']})"]
+    lines.append(f"{'head':<10} {'source':<34} {'n':>6} {'acc':>7} {'macro-F1':>9} {'majority-F1':>12}")
+    for head, hm in result["heads"].items():
+        for src, m in hm["by_source"].items():
+            full = len(result["heads"][head].get("labels", m["labels"]))
+            tag = f" ({len(m['scored_labels'])}-way)" if len(m["scored_labels"]) < full else ""
+            lines.append(
+                f"{head:<10} {(src + tag)[:34]:<34} {m['n']:>6} {m['accuracy']:>7.3f} {m['macro_f1']:>9.3f} "
+                f"{m['majority_baseline']['macro_f1']:>12.3f}"
+            )
+            for lab, pc in m["per_class"].items():
+                lines.append(
+                    f"{'':<10}   {lab[:31]:<31} P {pc['precision']:.3f} R {pc['recall']:.3f} "
+                    f"F1 {pc['f1']:.3f} n {pc['support']}"
+                )
+        for rep in result["sources"]:
+            if rep["head"] == head and rep["skipped"]:
+                lines.append(f"{'':<10} skipped in {rep['path']}: {rep['skipped']}")
+    return "\n".join(lines)
