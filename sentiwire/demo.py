@@ -32,6 +32,33 @@ NEWS, LABELS, DEAD = "news", "labels", "labels.dead-letter"
 ALERTS, ALERT_STATE = "sentiwire.alerts", "sentiwire.alerts.state"
 
 
+@dataclass(frozen=True)
+class Topics:
+    """The demo's topic names; a prefix keeps a demo on a shared broker apart from everything else."""
+
+    prefix: str = ""
+
+    @property
+    def news(self) -> str:
+        return self.prefix + NEWS
+
+    @property
+    def labels(self) -> str:
+        return self.prefix + LABELS
+
+    @property
+    def dead(self) -> str:
+        return self.prefix + DEAD
+
+    @property
+    def alerts(self) -> str:
+        return self.prefix + ALERTS
+
+    @property
+    def alert_state(self) -> str:
+        return self.prefix + ALERT_STATE
+
+
 @dataclass
 class DemoOptions:
     model: Path
@@ -49,14 +76,21 @@ class DemoOptions:
     workdir: Path = REPO_ROOT / ".kafka" / "demo"
     max_lines_per_s: float = 15.0
     expect_alert: bool = False
+    topic_prefix: str = ""
 
 
-def demo_config(bootstrap: str, model: Path, variant: str, http_port: int) -> dict[str, Any]:
+def demo_config(
+    bootstrap: str, model: Path, variant: str, http_port: int, topics: Topics = Topics()
+) -> dict[str, Any]:
     """The daemon's YAML config: the ``serve`` defaults plus alert windows sized for minutes, not hours."""
     return {
         "kafka": {"bootstrap_servers": bootstrap},
-        "input": {"topics": [NEWS], "group_id": "sentiwire-demo", "auto_offset_reset": "earliest"},
-        "output": {"labels_topic": LABELS, "dead_letter_topic": DEAD, "include_text": True},
+        "input": {
+            "topics": [topics.news],
+            "group_id": f"{topics.prefix}sentiwire-demo",
+            "auto_offset_reset": "earliest",
+        },
+        "output": {"labels_topic": topics.labels, "dead_letter_topic": topics.dead, "include_text": True},
         "model": {"path": str(model), "variant": variant, "reload_interval_s": 10},
         "batching": {"max_batch_size": 32, "max_wait_ms": 20},
         "http": {"host": "127.0.0.1", "port": http_port},
@@ -64,8 +98,8 @@ def demo_config(bootstrap: str, model: Path, variant: str, http_port: int) -> di
         "shutdown_timeout_s": 20,
         "alerts": {
             "enabled": True,
-            "alerts_topic": ALERTS,
-            "state_topic": ALERT_STATE,
+            "alerts_topic": topics.alerts,
+            "state_topic": topics.alert_state,
             # A demo lasts minutes: 20 s windows against a 5-minute baseline, 5 s buckets.
             "short_window_s": 20,
             "baseline_window_s": 300,
@@ -225,12 +259,13 @@ async def _metrics_summary(port: int) -> str:
 
 def start_daemon(opts: DemoOptions, bootstrap: str, screen: Screen) -> tuple[subprocess.Popen[bytes], int]:
     """Topics, the daemon's config file, and ``sentiwire serve`` as a child process."""
-    create_topics_sync(bootstrap, {NEWS: 3, LABELS: 3, DEAD: 1}, exist_ok=True)
+    t = Topics(opts.topic_prefix)
+    create_topics_sync(bootstrap, {t.news: 3, t.labels: 3, t.dead: 1}, exist_ok=True)
     port = opts.http_port or free_port()
     opts.workdir.mkdir(parents=True, exist_ok=True)
     config_path = opts.workdir / "sentiwire-demo.yaml"
     config_path.write_text(
-        yaml.safe_dump(demo_config(bootstrap, opts.model, opts.variant, port), sort_keys=False)
+        yaml.safe_dump(demo_config(bootstrap, opts.model, opts.variant, port, t), sort_keys=False)
     )
     log_path = opts.workdir / "daemon.log"
     screen.status(f"starting: sentiwire serve --config {config_path}  (logs: {log_path})")
@@ -280,8 +315,9 @@ async def run(
                 counts.alerts_resolved += 1
             screen.alert(doc)
 
-        tasks.append(asyncio.create_task(_consume(bootstrap, LABELS, on_label, stop)))
-        tasks.append(asyncio.create_task(_consume_when_exists(bootstrap, ALERTS, on_alert, stop)))
+        t = Topics(opts.topic_prefix)
+        tasks.append(asyncio.create_task(_consume(bootstrap, t.labels, on_label, stop)))
+        tasks.append(asyncio.create_task(_consume_when_exists(bootstrap, t.alerts, on_alert, stop)))
         await asyncio.sleep(1.0)  # let the display consumers take their "latest" positions
 
         items = load_items(opts.data_dir, opts.source)
@@ -296,7 +332,7 @@ async def run(
         stream = Stream(items, burst=burst, burst_pool=pool or ())
         sent = ReplayStats()
         replay_task = asyncio.create_task(
-            replay(bootstrap=bootstrap, topic=NEWS, stream=stream, rate=opts.rate, quiet=True, stats=sent)
+            replay(bootstrap=bootstrap, topic=t.news, stream=stream, rate=opts.rate, quiet=True, stats=sent)
         )
         tasks.append(replay_task)
         started = time.monotonic()
@@ -323,12 +359,12 @@ async def run(
             screen.status(await _metrics_summary(port))
     finally:
         stop.set()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(BaseException):
-                await t
-        code = await asyncio.to_thread(_terminate, daemon, 40.0)
+                await task
+        code = await asyncio.to_thread(_terminate, daemon, 30.0)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return counts, code

@@ -150,6 +150,7 @@ def demo(
         Path | None, typer.Option(help="shared data folder [default: ../shared/data]")
     ] = None,
     expect_alert: Annotated[bool, typer.Option(help="exit 1 unless at least one alert fired")] = False,
+    topic_prefix: Annotated[str, typer.Option(help="prefix for every demo topic (shared brokers)")] = "",
 ) -> None:
     """Broker + daemon (alerts on) + replay of real messages with a negative burst; labels and alerts live."""
     from sentiwire.demo import DemoOptions, main
@@ -169,5 +170,6 @@ def demo(
         bootstrap=bootstrap,
         http_port=http_port,
         expect_alert=expect_alert,
+        topic_prefix=topic_prefix,
     )
     raise typer.Exit(main(opts))

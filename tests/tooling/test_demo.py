@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sentiwire.demo import ALERTS, LABELS, NEWS, demo_config, format_alert_line, format_label
+from sentiwire.devbroker import BrokerHandle
 from streamer.config import load_settings
 
 
@@ -84,3 +89,55 @@ def test_alert_line_names_state_and_scope() -> None:
     assert line.startswith("ALERT FIRING")
     assert "entity TSLA" in line
     assert "80%" in line
+
+
+@pytest.mark.slow
+@pytest.mark.train
+async def test_demo_runs_end_to_end_and_stops_cleanly(
+    kafka_broker: BrokerHandle, tiny_bundle: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """The whole demo against the session broker: labels flow, /metrics answers, everything stops with 0."""
+    prefix = f"demo-{uuid.uuid4().hex[:6]}."
+    cmd = [
+        sys.executable,
+        "-m",
+        "sentiwire",
+        "dev",
+        "demo",
+        "--model",
+        str(tiny_bundle),
+        "--bootstrap",
+        kafka_broker.bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--data-dir",
+        str(shared_data),
+        "--duration",
+        "20",
+        "--rate",
+        "25",
+        "--burst-at",
+        "2",
+        "--burst-duration",
+        "15",
+    ]
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out_b, _ = await asyncio.wait_for(proc.communicate(), 240)
+    out = out_b.decode()
+    assert proc.returncode == 0, out[-3000:]
+    assert "daemon ready: metrics at http://127.0.0.1:" in out
+    assert "/metrics: consumed" in out
+    summary = re.search(r"demo over: (\d+) sent, (\d+) labeled", out)
+    assert summary is not None, out[-3000:]
+    sent, labeled = int(summary.group(1)), int(summary.group(2))
+    assert sent > 100
+    assert labeled >= 0.9 * sent  # the last ~2 s may still be in flight when the view stops
+    label_lines = [
+        ln for ln in out.splitlines() if re.match(r"\d\d:\d\d:\d\d  (negative|neutral|positive) ", ln)
+    ]
+    assert len(label_lines) > 20
+    assert any("[TSLA]" in ln for ln in label_lines)  # the burst reached the screen
+    assert "daemon exit code 0" in out
