@@ -152,6 +152,7 @@ class Daemon:
         self._stopping = True
         t0 = time.monotonic()
         drained = await self.pipeline.stop(timeout_s=s.shutdown_timeout_s * 0.8)
+        log.debug("pipeline stopped", seconds=round(time.monotonic() - t0, 3))
         fatal = self.pipeline.fatal
         await self._close(consumer, producer, tasks, engine)
         log.info(
@@ -201,12 +202,17 @@ class Daemon:
         if engine is not None:
             with contextlib.suppress(Exception):
                 await engine.stop()
+        t0 = time.monotonic()
         if self.http is not None:
             await self.http.stop()
+        log.debug("http stopped", seconds=round(time.monotonic() - t0, 3))
+        t0 = time.monotonic()
         with contextlib.suppress(Exception):
             await consumer.stop()
+        t1 = time.monotonic()
         with contextlib.suppress(Exception):
             await producer.stop()
+        log.debug("clients closed", consumer_s=round(t1 - t0, 3), producer_s=round(time.monotonic() - t1, 3))
 
 
 async def serve(settings: Settings) -> int:

@@ -113,6 +113,7 @@ class Pipeline:
         self._assigned: set[TP] = set()
         self._in_flight = 0
         self._stop_fetch = False
+        self._closed = False  # loops exit on this flag; cancellation is only the backstop
         self._draining = False
         self.rebalancing = False
         self.joined = False
@@ -161,7 +162,11 @@ class Pipeline:
             log.warning("shutdown timeout: committing what is acknowledged", in_flight=self._in_flight)
         if not self.exactly_once and self.fatal is None:
             await self.commit()
-        for task in self._tasks:
+        self._closed = True
+        self._queue_event.set()
+        self._acks.put_nowait(None)
+        pending = (await asyncio.wait(self._tasks, timeout=1.0))[1] if self._tasks else set()
+        for task in pending:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -209,7 +214,8 @@ class Pipeline:
         log.debug("backpressure: fetching paused", in_flight=self._in_flight)
         while not self._capacity.is_set() and not self._stop_fetch:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._capacity.wait(), timeout=0.5)
+                async with asyncio.timeout(0.5):
+                    await self._capacity.wait()
         owned = [tp for tp in paused if (tp.topic, tp.partition) in self._assigned]
         self.consumer.resume(*owned)
         self.metrics.paused.set(0)
@@ -245,7 +251,7 @@ class Pipeline:
 
     async def _batch_loop(self) -> None:
         acc = self._acc
-        while True:
+        while not self._closed:
             now = time.monotonic()
             while self._queue:
                 full = acc.add(self._queue.popleft(), now)
@@ -260,7 +266,8 @@ class Pipeline:
             self._queue_event.clear()
             if not self._queue:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._queue_event.wait(), timeout=timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._queue_event.wait()
 
     async def _process(self, items: list[_Item]) -> None:
         clf = self.models.current  # one model per batch: hot reload swaps between batches
@@ -391,7 +398,7 @@ class Pipeline:
 
     async def _commit_loop(self) -> None:
         interval = self.settings.batching.commit_interval_ms / 1000.0
-        while True:
+        while not self._closed:
             await asyncio.sleep(interval)
             if not self.rebalancing:
                 await self.commit()

@@ -1,0 +1,62 @@
+"""Hot reload without Kafka: symlink promotion swaps the model; a broken bundle keeps the old one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from streamer.config import ModelConfig
+from streamer.metrics import Metrics
+from streamer.reload import ModelHolder, Reloader, fingerprint, load_classifier
+
+
+def _promote(link: Path, target: Path) -> None:
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)  # atomic, like the promotion command
+
+
+async def test_symlink_promotion_and_failed_bundle(
+    tiny_bundle_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    v1 = tiny_bundle_factory("r1", tmp_path / "versions" / "r1")
+    v2 = tiny_bundle_factory("r2", tmp_path / "versions" / "r2")
+    v3 = tiny_bundle_factory("r3", tmp_path / "versions" / "r3")
+    (v3 / "tokenizer.json").write_text("{}", encoding="utf-8")  # altered after hashing: must not verify
+    link = tmp_path / "current"
+    link.symlink_to(v1)
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    cfg = ModelConfig(path=link, reload_interval_s=1)
+    holder = ModelHolder(load_classifier(cfg), fingerprint(link), metrics)
+    reloader = Reloader(cfg, holder, metrics)
+    assert holder.current.bundle.version == "r1"
+    assert not await reloader.check_once()  # nothing changed
+
+    _promote(link, v2)
+    assert await reloader.check_once()
+    assert holder.current.bundle.version == "r2"
+    assert registry.get_sample_value("sentiwire_model_reloads_total", {"result": "success"}) == 1
+    info = {
+        "name": holder.current.bundle.name,
+        "version": "r2",
+        "provider": "CPUExecutionProvider",
+        "variant": "fp32",
+    }
+    assert registry.get_sample_value("sentiwire_model_info", info) == 1
+    assert registry.get_sample_value("sentiwire_model_info", {**info, "version": "r1"}) is None
+
+    _promote(link, v3)
+    assert not await reloader.check_once()
+    assert holder.current.bundle.version == "r2"  # old model keeps serving
+    assert registry.get_sample_value("sentiwire_model_reloads_total", {"result": "failure"}) == 1
+    assert not await reloader.check_once()  # the same broken bundle is not retried every poll
+    assert registry.get_sample_value("sentiwire_model_reloads_total", {"result": "failure"}) == 1
+
+    _promote(link, v1)
+    assert await reloader.check_once()
+    assert holder.current.bundle.version == "r1"
