@@ -213,10 +213,11 @@ class Bench:
 
     @staticmethod
     def terminate(proc: subprocess.Popen[bytes]) -> int | None:
+        """SIGTERM; the exit code is recorded (a daemon that ignores it is killed after 30 s)."""
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(60)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)

@@ -1,0 +1,72 @@
+"""The bench's arithmetic: CPU interpolation, percentiles, ratios and the report table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from bench.procstats import Sample, Sampler, percentiles
+from bench.run import markdown, summarize
+
+
+def test_cores_interpolates_cpu_between_samples() -> None:
+    s = Sampler(pid=0)
+    s.samples = [Sample(100.0, 10.0, 50.0), Sample(101.0, 11.5, 60.0), Sample(103.0, 14.5, 70.0)]
+    assert s.cores(100.0, 101.0) == pytest.approx(1.5)
+    assert s.cores(100.5, 102.0) == pytest.approx((13.0 - 10.75) / 1.5)
+    assert s.cores(99.0, 104.0) == pytest.approx(4.5 / 5.0)  # clamped to the first/last sample
+    assert s.rss_between(100.5, 103.0) == [60.0, 70.0]
+
+
+def test_percentiles() -> None:
+    p = percentiles([float(i) for i in range(1, 101)])
+    assert p["p50_ms"] == pytest.approx(50.5)
+    assert p["p99_ms"] == pytest.approx(99.01)
+    assert p["max_ms"] == 100.0
+    assert percentiles([])["p99_ms"] is None
+
+
+def _result() -> dict[str, Any]:
+    sweep = {"32": {"msgs_per_s": 800.0, "ms_per_batch": 40.0, "cpu_cores": 1.9}}
+    kinds = {
+        k: {"msgs_per_s": 100.0}
+        for k in ("phrasebank", "tweets", "bbc", "mixed_unbucketed", "mixed_bucketed")
+    }
+    return {
+        "uptime_before": "load average: 0.10",
+        "uptime_after": "load average: 1.00",
+        "ort": {
+            "variants": {"int8": {"sweep": sweep, "best_batch_size": 32, "kinds": kinds}},
+            "padding_waste_mixed": {"batches": 4, "batch_size": 32, "before": 0.5, "after": 0.1},
+            "peak_rss_mb": 300.0,
+        },
+        "systems": [
+            {"key": "naive", "system": "naive peer", "variant": "fp32", "msgs_per_s": 100.0, "latency": {}},
+            {
+                "key": "sentiwire-int8",
+                "system": "sentiwire int8",
+                "variant": "int8",
+                "msgs_per_s": 720.0,
+                "cpu_cores": 1.95,
+                "peak_rss_mb": 210.0,
+                "latency": {"p50_ms": 20.0, "p95_ms": 60.0, "p99_ms": 85.0},
+            },
+        ],
+    }
+
+
+def test_ratios_and_latency_bound() -> None:
+    res = _result()
+    summarize(res, argparse.Namespace(batch_size=32, max_wait_ms=10.0))
+    assert res["ratios"]["sentiwire int8 / ORT int8 limit"] == pytest.approx(0.9)
+    assert res["ratios"]["sentiwire int8 / naive peer"] == pytest.approx(7.2)
+    check = res["latency_check"]
+    assert check["bound_ms"] == pytest.approx(90.0)
+    assert check["met"] is True
+    md = markdown(res)
+    assert "| sentiwire int8 | int8 | 720 | 20 | 60 | 85 | 1.95 | 210 |" in md
+    assert "| 1. ONNX Runtime alone (batch 32) | int8 | 800 |" in md
+    assert "50% before length bucketing, 10% after" in md
+    assert "-> met" in md
