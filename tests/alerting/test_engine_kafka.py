@@ -120,6 +120,7 @@ async def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interv
         await asyncio.sleep(interval_s)
 
 
+@pytest.mark.slow
 async def test_restart_rebuilds_baselines_and_never_refires(
     kafka_bootstrap: str, kafka_topic_factory: Callable[..., str], shared_data: Path
 ) -> None:
@@ -210,6 +211,7 @@ async def _len_at_least(coro: Any, n: int) -> Any:
     return docs if len(docs) >= n else None
 
 
+@pytest.mark.slow
 @pytest.mark.prometheus
 async def test_alert_process_fires_on_alerts_topic_and_in_prometheus(
     kafka_bootstrap: str,
