@@ -420,8 +420,9 @@ def read_corrections(
         )
         await consumer.start()
         try:
-            await consumer.topics()  # loads metadata for every topic
-            parts = consumer.partitions_for_topic(topic)
+            # consumer.topics() fetches this same metadata but keeps only the names.
+            cluster = await consumer._client.fetch_all_metadata()
+            parts = cluster.partitions_for_topic(topic)
             if not parts:
                 raise RetrainError(f"--corrections-topic {topic}: topic does not exist")
             tps = [TopicPartition(topic, p) for p in sorted(parts)]

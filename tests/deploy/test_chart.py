@@ -319,3 +319,27 @@ def test_promtool_rejects_a_broken_rendered_rule(render: Render, deploy_check: M
     broken[0]["rules"][0]["expr"] = "sum(rate(x[5m]"
     with pytest.raises(deploy_check.CheckError, match="promtool"):
         deploy_check.promtool_check(broken, deploy_check.find_tool("promtool"))
+
+
+def test_container_args_parse_with_the_real_cli(render: Render) -> None:
+    """Every command the chart runs (serve, alert, retrain) is accepted by `sentiwire` as built here."""
+    import typer.main
+
+    from sentiwire.cli import _register, app
+
+    _register()
+    root = typer.main.get_command(app)
+    seen = set()
+    for values in [(), (GPU_KEDA,)]:
+        for name, pod in _workload_pods(render(*values)):
+            args = pod["containers"][0]["args"]
+            sub = root.get_command(root.make_context("sentiwire", list(args)), args[0])  # type: ignore[attr-defined]
+            assert sub is not None, f"{name}: `sentiwire {args[0]}` does not exist"
+            ctx = sub.make_context(args[0], list(args[1:]))
+            seen.add(args[0])
+            if args[0] == "retrain":
+                assert str(ctx.params["served"]) == "/models/current"
+                assert ctx.params["tolerance"] == 0.01
+            else:
+                assert str(ctx.params["config"]) == "/etc/sentiwire/config.yaml"
+    assert seen == {"serve", "alert", "retrain"}

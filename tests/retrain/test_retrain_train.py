@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from streamer.bundle import load_bundle
-from tests.retrain.helpers import Splits, make_splits, train_current
+from tests.retrain.conftest import served_copy
+from tests.retrain.helpers import Splits
 from training.data import SourceSpec
 from training.retrain import RetrainError, RetrainOptions, read_history, retrain
 
@@ -18,15 +19,15 @@ pytestmark = [pytest.mark.train, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def splits(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Splits:
-    return make_splits(shared_data, tmp_path_factory.mktemp("retrain-data"))
+def splits(retrain_splits: Splits) -> Splits:
+    return retrain_splits
 
 
 @pytest.fixture(scope="module")
-def promoted(splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def promoted(splits: Splits, weak_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A weak served model (trained on shuffled labels), then `retrain` with correct new rows."""
     models = tmp_path_factory.mktemp("models")
-    v0 = train_current(splits.base_shuffled, models)
+    v0 = served_copy(weak_bundle, models).resolve()
     opts = RetrainOptions(
         served=models / "current",
         data=[SourceSpec("sentiment", str(splits.new_good))],

@@ -158,7 +158,7 @@ def test_adopt_then_cli_refuses_plain_dir(tiny_bundle_factory: Callable[..., Pat
     _register()
     result = CliRunner().invoke(app, ["retrain", "--served", str(served), "--dry-run"])
     assert result.exit_code == 2
-    assert "must be a symlink" in result.output
+    assert "must be a symlink" in result.output, result.output
     dest = adopt(served)
     assert dest == tmp_path / "models" / "versions" / "plain-1"
     assert os.readlink(served) == "versions/plain-1"
