@@ -69,6 +69,10 @@ class InputConfig(_Section):
     group_id: str = "sentiwire"
     max_message_bytes: int = Field(default=1_000_000, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # How fast the group notices a dead member (its partitions move to the survivors).
+    session_timeout_ms: int = Field(default=10_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
 
 
 class OutputConfig(_Section):

@@ -50,6 +50,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset=settings.input.auto_offset_reset,
         isolation_level="read_committed" if exactly_once else "read_uncommitted",
+        session_timeout_ms=settings.input.session_timeout_ms,
+        heartbeat_interval_ms=settings.input.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.input.max_poll_interval_ms,
         max_partition_fetch_bytes=max(1_048_576, settings.input.max_message_bytes + _REQUEST_HEADROOM),
     )
 

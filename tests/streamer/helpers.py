@@ -221,3 +221,60 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._log.close()
+
+
+def log_events(log_path: Path, event: str) -> list[dict[str, Any]]:
+    """JSON log lines of a subprocess daemon with this event name."""
+    out = []
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if rec.get("event") == event:
+            out.append(rec)
+    return out
+
+
+async def wait_for_log(
+    proc: DaemonProcess, event: str, pred: Any = None, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """Without blocking the event loop: the newest matching JSON log event."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events = [e for e in log_events(proc.log_path, event) if pred is None or pred(e)]
+        if events:
+            return events[-1]
+        if proc.proc.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {event!r} log event (rc={proc.proc.poll()}):\n{proc.tail()}")
+
+
+async def produce_steadily(
+    bootstrap: str, topic: str, values: Sequence[bytes], *, per_tick: int, tick_s: float
+) -> list[tuple[int, int]]:
+    """Send ``per_tick`` values every ``tick_s`` seconds (a live stream, not one burst)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    futures = []
+    try:
+        for start in range(0, len(values), per_tick):
+            for v in values[start : start + per_tick]:
+                futures.append(await producer.send(topic, value=v, key=None))
+            await asyncio.sleep(tick_s)
+        metas = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return [(m.partition, m.offset) for m in metas]
+
+
+def labeled_positions(records: Iterable[Any]) -> list[tuple[int, int]]:
+    """(source partition, source offset) of every label record, duplicates kept."""
+    out = []
+    for rec in records:
+        src = orjson.loads(rec.value)["source"]
+        out.append((src["partition"], src["offset"]))
+    return out
