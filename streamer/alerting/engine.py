@@ -278,12 +278,15 @@ class AlertEngine:
                 break
             # Every partition still being read has something buffered: emit in event-time order
             # until one of them runs dry.
+            ordered: list[dict[str, Any]] = []
             while all(buffers[tp] or tp in done for tp in tps):
                 nonempty = [tp for tp in tps if buffers[tp]]
                 if not nonempty:
                     break
                 tp = min(nonempty, key=lambda t: buffers[t][0][0])
-                self.detector.process(buffers[tp].popleft()[1])
+                ordered.append(buffers[tp].popleft()[1])
+            # Events found while replaying were published before, or are settled by reconcile().
+            await asyncio.to_thread(self.detector.process_many, ordered)
         self.replayed = count
         self.metrics.update(self.detector, self.config.max_metric_entities)
         log.info(
@@ -328,6 +331,12 @@ class AlertEngine:
             return None
         return doc
 
+    def _feed(self, batch: Mapping[TopicPartition, list[Any]]) -> list[AlertEvent]:
+        docs = [d for records in batch.values() for rec in records if (d := self._decode(rec)) is not None]
+        # A fetch holds several partitions one after another: put them back in event-time order.
+        docs.sort(key=event_time)
+        return self.detector.process_many(docs)
+
     async def _follow(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
@@ -335,16 +344,11 @@ class AlertEngine:
         invalid_seen = self.detector.stats.invalid
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
-                events: list[AlertEvent] = []
-                docs = [
-                    d for records in batch.values() for rec in records if (d := self._decode(rec)) is not None
-                ]
+                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
                 got = any(batch.values())
-                # A fetch holds several partitions one after another: put them back in event-time order.
-                docs.sort(key=event_time)
-                for doc in docs:
-                    events.extend(self.detector.process(doc))
+                # Off the event loop: in-process, the daemon's pipeline and probes share that loop.
+                # Only this task touches the detector, one call at a time.
+                events = await asyncio.to_thread(self._feed, batch) if got else []
                 if got:
                     last_data = time.monotonic()
                 elif time.monotonic() - last_data >= self.config.idle_advance_s:
