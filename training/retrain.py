@@ -602,6 +602,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
             record["candidate"]["path"] = str(cand_dir) if opts.keep_rejected else None
             if not opts.keep_rejected:
                 shutil.rmtree(cand_dir, ignore_errors=True)
+                shutil.rmtree(data_dir, ignore_errors=True)
         append_history(md.history, record)
         return record
 

@@ -102,6 +102,7 @@ def test_worse_candidate_is_refused_and_recorded(promoted: dict[str, Any], split
     assert (models / "current" / "bundle.json").read_bytes() == served_manifest
     assert not (models / "versions" / record["candidate"]["version"]).exists()
     assert not (models / "candidates" / record["candidate"]["version"]).exists()
+    assert not (models / "data" / record["candidate"]["version"]).exists()
     history = read_history(models / "history.jsonl")
     assert len(history) == n_history + 1
     assert history[-1]["decision"]["promote"] is False
