@@ -14,7 +14,7 @@ import psutil
 
 
 def vm_hwm_mb(pid: int) -> float | None:
-    """Peak resident set size (VmHWM) of a live process, in MB; None once it is gone."""
+    """Peak resident set size (VmHWM) of a live process, in MiB; None once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -28,7 +28,7 @@ def vm_hwm_mb(pid: int) -> float | None:
 class Sample:
     t: float  # wall clock, seconds since the epoch (comparable with Kafka timestamps)
     cpu_s: float  # user + system CPU seconds so far
-    rss_mb: float
+    rss_mb: float  # MiB, like VmHWM
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Sampler:
             with self._proc.oneshot():
                 cpu = self._proc.cpu_times()
                 rss = self._proc.memory_info().rss
-            self.samples.append(Sample(time.time(), cpu.user + cpu.system, rss / 1e6))
+            self.samples.append(Sample(time.time(), cpu.user + cpu.system, rss / 2**20))
         except psutil.Error:
             self._stop.set()
 

@@ -154,7 +154,14 @@ def peer_system(kind: str, model_dir: Path, max_length: int, batch_size: int) ->
 
 
 def sentiwire_system(
-    bundle: Path, variant: str, batch_size: int, max_wait_ms: float, *, bucket: bool = True, tag: str = ""
+    bundle: Path,
+    variant: str,
+    batch_size: int,
+    max_wait_ms: float,
+    *,
+    bucket: bool = True,
+    tag: str = "",
+    key_suffix: str = "",
 ) -> System:
     def argv(bootstrap: str, src: str, dst: str, group: str, wd: Path) -> list[str]:
         config = {
@@ -175,7 +182,7 @@ def sentiwire_system(
         return [PY, "-m", "sentiwire", "serve", "--config", str(path)]
 
     name = f"sentiwire {variant}{tag}"
-    return System(f"sentiwire-{variant}{tag.replace(' ', '-')}", name, variant, argv, sentiwire_in_ts)
+    return System(f"sentiwire-{variant}{key_suffix}", name, variant, argv, sentiwire_in_ts)
 
 
 # --------------------------------------------------------------------------- one measurement
@@ -378,7 +385,7 @@ def markdown(res: dict[str, Any]) -> str:
                 fmt(r.get("peak_rss_mb")),
             ]
         )
-    head = "| system | variant | msg/s | p50 ms | p95 ms | p99 ms | CPU cores | peak RSS MB |"
+    head = "| system | variant | msg/s | p50 ms | p95 ms | p99 ms | CPU cores | peak RSS MiB |"
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if res.get("ratios"):
@@ -417,8 +424,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [
             "",
             f"Soak ({s['system']}, {fmt(s['seconds'])} s at full rate, {s['n']:,} messages, "
-            f"{fmt(s['msgs_per_s'])} msg/s): RSS {fmt(s['rss_mb_at_10_20pct'])} MB -> {fmt(s['rss_mb_at_end'])} MB "
-            f"({100 * s['rss_growth']:+.1f}%), peak {fmt(s['peak_rss_mb'])} MB, lag after {s['lag_after']}.",
+            f"{fmt(s['msgs_per_s'])} msg/s): RSS {fmt(s['rss_mb_at_10_20pct'])} MiB -> {fmt(s['rss_mb_at_end'])} MiB "
+            f"({100 * s['rss_growth']:+.1f}%), peak {fmt(s['peak_rss_mb'])} MiB, lag after {s['lag_after']}.",
         ]
     lines += ["", f"Load: before `{res['uptime_before']}`; after `{res.get('uptime_after', '')}`"]
     return "\n".join(lines)
@@ -515,7 +522,7 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
             int8 = next(
                 (r for r in res["systems"] if r.get("key") == "sentiwire-int8" and "msgs_per_s" in r), None
             )
-            rate = int8["msgs_per_s"] if int8 else 300.0
+            rate = args.soak_rate or (int8["msgs_per_s"] if int8 else 300.0)
             system = sentiwire_system(bundle, "int8", args.batch_size, args.max_wait_ms)
             try:
                 res["soak"] = await bench.soak(system, short, args.soak_s, rate)
