@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -29,6 +28,9 @@ from streamer.kafka_io import make_consumer, make_producer
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ModelHolder, Reloader, fingerprint, load_classifier
+
+if TYPE_CHECKING:
+    from streamer.alerting.engine import AlertEngine
 
 log = structlog.get_logger("sentiwire.app")
 
@@ -58,6 +60,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.models: ModelHolder | None = None
         self.http: HttpServer | None = None
+        self.alerts: AlertEngine | None = None
         self.started = asyncio.Event()
         self.exit_code: int | None = None
         self.metrics.ready.set_function(lambda: 1.0 if self.ready()[0] else 0.0)
@@ -84,6 +87,8 @@ class Daemon:
     def healthy(self) -> tuple[bool, str]:
         if self.pipeline is not None and not self.pipeline.healthy() and not self._stopping:
             return False, f"pipeline failed: {self.pipeline.fatal!r}"
+        if self.alerts is not None and self.alerts.failure is not None:
+            return False, f"alert engine failed: {self.alerts.failure!r}"
         return True, "ok"
 
     async def run(self) -> int:
@@ -111,7 +116,7 @@ class Daemon:
         consumer = make_consumer(s)
         producer = make_producer(s)
         tasks: list[asyncio.Task[Any]] = []
-        engine: Any = None
+        engine: AlertEngine | None = None
         try:
             await producer.start()
             await consumer.start()
@@ -182,18 +187,21 @@ class Daemon:
                 f"topics missing on {s.kafka.bootstrap_servers}: {missing} (create them; the daemon never does)"
             )
 
-    async def _start_alerts(self) -> Any:
+    async def _start_alerts(self) -> AlertEngine | None:
         s = self.settings
         if not s.alerts.enabled:
             return None
-        # Integration point with the alerting helper's package (CONTRACTS.md section 6).
-        alerting = importlib.import_module("streamer.alerting")
-        engine = alerting.AlertEngine(s.alerts, s.kafka, s.output.labels_topic)
+        from streamer.alerting.engine import AlertEngine  # lazy: alerting imports streamer.config
+
+        engine = AlertEngine(s.alerts, s.kafka, s.output.labels_topic)
+        self.alerts = engine
         await engine.start()
         log.info("alert engine started", alerts_topic=s.alerts.alerts_topic)
         return engine
 
-    async def _close(self, consumer: Any, producer: Any, tasks: list[asyncio.Task[Any]], engine: Any) -> None:
+    async def _close(
+        self, consumer: Any, producer: Any, tasks: list[asyncio.Task[Any]], engine: AlertEngine | None
+    ) -> None:
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,12 @@ def test_alerts_section_is_the_alerting_config(tmp_path: Path) -> None:
     s = load_settings(_write(tmp_path, "alerts:\n  enabled: true\n  bucket_s: 10\n"))
     assert s.alerts.enabled is True
     assert s.alerts.bucket_s == 10
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("SENTIWIRE_")]:
+        monkeypatch.delenv(key)
+    example = Path(__file__).resolve().parents[2] / "streamer" / "config.example.yaml"
+    s = load_settings(example)
+    assert s.input.topics == ["news"]
+    assert s.model.path == Path("models/current")
