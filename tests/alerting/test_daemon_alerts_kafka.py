@@ -1,78 +1,210 @@
-"""The engine inside ``sentiwire serve`` (alerts.enabled): it reads the labels the daemon writes.
+"""End to end through ``sentiwire serve``: input topic -> daemon (real model, in-process alert
+engine) -> labels -> alert on the alerts topic, and a real Prometheus scraping the daemon
+reports NegativeSentimentSpike firing.
 
-The tiny test model labels at random, so this checks the wiring and the record contract
-(every label record is usable by the detector: event time, sentiment, topic, tickers), not
-spikes; those are covered with controlled labels in test_engine_kafka.py.
+The model is a tiny random network (seed 4 labels real tweets with both negative and neutral,
+unlike the session's ``tiny_bundle``). Its labels are not meaningful, so the test picks its
+inputs by what this model says: calm traffic from texts it labels non-negative (plus a few
+negatives), the burst about NOK from texts it labels negative. Daemon, model, broker and
+Prometheus are all real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
-from prometheus_client import REGISTRY
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.streamer.helpers import config_dict, produce, running_daemon, settings_from
+from streamer.alerting.entities import EntityExtractor
+from tests.alerting.test_engine_kafka import read_all, terminate, wait_for
+from tests.fixtures.prometheus import PrometheusServer, free_port
 
-N = 120
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "sentiwire.rules.yml"
+SEED = 4
 
 
-def sample(name: str, **labels: str) -> float:
-    value = REGISTRY.get_sample_value(name, labels)
-    return 0.0 if value is None else value
+@pytest.fixture(scope="module")
+def spike_model(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> tuple[Path, list[str], list[str]]:
+    """(bundle, texts it labels negative, texts it labels otherwise), real tweets."""
+    from streamer.bundle import load_bundle
+    from streamer.inference import Classifier
+    from tests.fixtures.bundle import build_tiny_bundle
 
-
-async def test_daemon_runs_the_alert_engine_on_its_labels(
-    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, shared_data: Path, tmp_path: Path
-) -> None:
-    topic, labels, dlq = kafka_topic_factory(3), kafka_topic_factory(3), kafka_topic_factory(1)
-    with (shared_data / "twitter-financial-news-sentiment" / "valid.csv").open(encoding="utf-8") as fh:
-        texts = [r["text"] for r in csv.DictReader(fh) if "$" in r["text"]][:N]
-    values = [orjson.dumps({"id": f"t{i}", "text": t}) for i, t in enumerate(texts)]
-    suffix = uuid.uuid4().hex[:8]
-    cfg = config_dict(
-        bootstrap=kafka_bootstrap,
-        bundle=tiny_bundle,
-        topic=topic,
-        labels=labels,
-        dlq=dlq,
-        group="alerts-e2e",
-        alerts={
-            "enabled": True,
-            "alerts_topic": f"alerts-{suffix}",
-            "state_topic": f"alerts-state-{suffix}",
-            "short_window_s": 10.0,
-            "baseline_window_s": 600.0,
-            "bucket_s": 1.0,
-            "allowed_lateness_s": 1.0,
-            "idle_advance_s": 1.0,
-        },
+    bundle = build_tiny_bundle(
+        tmp_path_factory.mktemp("spike-model") / "bundle", version="tiny-spike", seed=SEED
     )
-    settings = settings_from(tmp_path, cfg)
-    counted0 = sample("sentiwire_alert_records_total", outcome="counted")
-    invalid0 = sample("sentiwire_alert_records_total", outcome="invalid")
-    async with running_daemon(settings, timeout_s=60):
-        await produce(kafka_bootstrap, topic, values)
-        deadline = time.monotonic() + 60
-        while sample("sentiwire_alert_records_total", outcome="counted") - counted0 < N:
-            assert time.monotonic() < deadline, "the alert engine did not see every label record"
-            await asyncio.sleep(0.2)
-        # Give the engine's clock a moment to judge a window, so gauges are set.
-        deadline = time.monotonic() + 20
-        while (
-            REGISTRY.get_sample_value("sentiwire_negative_share", {"scope_kind": "global", "scope": "all"})
-            is None
-        ):
-            assert time.monotonic() < deadline, "no negative share exported for the global scope"
-            await asyncio.sleep(0.2)
-    assert sample("sentiwire_alert_records_total", outcome="counted") - counted0 == N
-    assert sample("sentiwire_alert_records_total", outcome="invalid") == invalid0
-    # Cashtags in the daemon's output text became entity scopes.
-    assert sample("sentiwire_alert_tracked_entities") > 10
-    share = REGISTRY.get_sample_value("sentiwire_negative_share", {"scope_kind": "global", "scope": "all"})
-    assert share is not None
-    assert 0.0 <= share <= 1.0
+    with (shared_data / "twitter-financial-news-sentiment" / "valid.csv").open(encoding="utf-8") as fh:
+        texts = [r["text"] for r in csv.DictReader(fh)][:1500]
+    preds = Classifier(load_bundle(bundle)).predict(texts)
+    neg = [t for t, p in zip(texts, preds, strict=True) if p["sentiment"].label == "negative"]
+    other = [t for t, p in zip(texts, preds, strict=True) if p["sentiment"].label != "negative"]
+    if len(neg) < 100 or len(other) < 200:
+        pytest.fail(
+            f"tiny model seed {SEED} no longer mixes labels ({len(neg)} negative, {len(other)} other)"
+        )
+    return bundle, neg, other
+
+
+def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def spawn_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIWIRE_")}
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sentiwire", "serve", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+
+
+async def send_live(bootstrap: str, topic: str, messages: list[tuple[float, dict[str, Any]]]) -> None:
+    """Send (at_s, message) pairs at those wall-clock offsets from now."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        t0 = time.monotonic()
+        for at_s, msg in messages:
+            delay = t0 + at_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(topic, orjson.dumps(msg), key=msg["id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.slow
+async def test_daemon_alerts_and_prometheus_fires(
+    kafka_bootstrap: str,
+    kafka_topic_factory: Callable[..., str],
+    spike_model: tuple[Path, list[str], list[str]],
+    prometheus_factory: Callable[..., PrometheusServer],
+    tmp_path: Path,
+) -> None:
+    bundle, neg, other = spike_model
+    news, labels, dead = kafka_topic_factory(3), kafka_topic_factory(3), kafka_topic_factory(1)
+    suffix = uuid.uuid4().hex[:8]
+    port = free_port()
+    alerts_cfg = {
+        "enabled": True,
+        "alerts_topic": f"alerts-{suffix}",
+        "state_topic": f"alerts-state-{suffix}",
+        "short_window_s": 15.0,
+        "baseline_window_s": 300.0,
+        "bucket_s": 1.0,
+        "allowed_lateness_s": 2.0,
+        "min_count": 15.0,
+        "idle_advance_s": 1.0,
+    }
+    config = {
+        "kafka": {"bootstrap_servers": kafka_bootstrap},
+        "input": {"topics": [news], "group_id": f"spike-{suffix}"},
+        "output": {"labels_topic": labels, "dead_letter_topic": dead, "linger_ms": 2},
+        "model": {"path": str(bundle), "reload_interval_s": 0},
+        "batching": {"max_batch_size": 16, "max_wait_ms": 5},
+        "http": {"host": "127.0.0.1", "port": port},
+        "logging": {"format": "json"},
+        "shutdown_timeout_s": 10,
+        "alerts": alerts_cfg,
+    }
+    config_path = tmp_path / "serve.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+
+    # 20 s of calm traffic at 20 msg/s (about 1 in 7 labeled negative), then 12 s more with
+    # 3 msg/s of negative news about NOK on top.
+    messages: list[tuple[float, dict[str, Any]]] = []
+    for i in range(32 * 20):
+        text = neg[(i // 7) % len(neg)] if i % 7 == 0 else other[i % len(other)]
+        messages.append((i / 20, {"id": f"c{i}", "text": text}))
+    burst_ids = []
+    for j in range(36):
+        burst_ids.append(f"b{j}")
+        messages.append((20 + j / 3, {"id": f"b{j}", "text": neg[-1 - j], "tickers": ["NOK"]}))
+    messages.sort(key=lambda m: m[0])
+
+    log_path = tmp_path / "serve.log"
+    proc = spawn_daemon(config_path, log_path)
+    prom = prometheus_factory(scrape_targets=[f"127.0.0.1:{port}"], rule_files=[RULES])
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        await wait_for(ready, 90, "sentiwire serve /readyz")
+        await send_live(kafka_bootstrap, news, messages)
+
+        alerts = await wait_for(lambda: read_all(kafka_bootstrap, alerts_cfg["alerts_topic"]), 30, "an alert")
+        firing = [(d["scope_kind"], d["scope"]) for d in alerts if d["state"] == "firing"]
+        assert ("entity", "NOK") in firing
+        # Calm tweets' own cashtags never fire: none of them is anywhere near min_count.
+        assert {s for k, s in firing if k == "entity"} == {"NOK"}
+        nok = next(d for d in alerts if d["scope"] == "NOK")
+        assert {e["id"] for e in nok["examples"]} <= set(burst_ids)
+        assert nok["first_source"]["topic"] == news
+
+        def prom_firing() -> list[dict[str, Any]]:
+            return [
+                a
+                for a in prom.alerts()
+                if a["labels"]["alertname"] == "NegativeSentimentSpike"
+                and a["state"] == "firing"
+                and a["labels"]["scope"] == "NOK"
+            ]
+
+        await wait_for(prom_firing, 20, "NegativeSentimentSpike{scope=NOK} firing in Prometheus")
+
+        # The engine saw every label the daemon wrote and could use each one.
+        total = len(messages)
+        samples = await wait_for(
+            lambda: (
+                s
+                if (s := metric_samples(port)).get(
+                    ("sentiwire_alert_records_total", (("outcome", "counted"),))
+                )
+                == total
+                else None
+            ),
+            20,
+            "every label record counted by the alert engine",
+        )
+        assert samples[("sentiwire_alert_records_total", (("outcome", "invalid"),))] == 0
+        assert samples[("sentiwire_messages_published_total", (("topic", labels),))] == total
+        assert samples[("sentiwire_spikes_total", (("scope_kind", "entity"),))] >= 1
+        cashtags = {t for _, m in messages for t in EntityExtractor().extract(m["text"], m.get("tickers"))}
+        assert samples[("sentiwire_alert_tracked_entities", ())] == len(cashtags)
+        assert '"negative sentiment spike"' in log_path.read_text()
+    finally:
+        terminate(proc)
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
