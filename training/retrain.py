@@ -470,22 +470,37 @@ def read_corrections(
 def evaluate(
     bundle_path: Path, holdout: Mapping[str, Sequence[LabeledSet]], variant: str = "fp32"
 ) -> dict[str, Any]:
-    """Per head macro-F1 on the holdout through the serving inference path (the ONE path)."""
-    from streamer.bundle import load_bundle
-    from streamer.inference import Classifier
-    from training.metrics import classification_metrics
+    """Per head holdout score through ``training.evaluate.evaluate_bundle`` (the serving inference path).
 
-    bundle = load_bundle(bundle_path, verify=True)
-    clf = Classifier(bundle, variant="int8" if variant == "int8" else "fp32", device="cpu")
+    A head's score is its macro-F1 over all its labels when every holdout source has them all;
+    when a source covers only some labels (e.g. binary review data for a 3-way sentiment head),
+    ``evaluate_bundle`` scores that source on its own label subset, and the head's score is the
+    row-weighted mean of its sources' macro-F1. Either way both models get the same rule.
+    """
+    from training.evaluate import evaluate_bundle
+
+    specs = [s.spec for sets in holdout.values() for s in sets]
+    result = evaluate_bundle(bundle_path, specs, variant="int8" if variant == "int8" else "fp32")
     out: dict[str, Any] = {}
-    for head, sets in holdout.items():
-        texts = [t for s in sets for t in s.texts]
-        truth = [lab for s in sets for lab in s.labels]
-        preds: list[str] = []
-        for start in range(0, len(texts), 128):
-            preds += [p[head].label for p in clf.predict(texts[start : start + 128])]
-        m = classification_metrics(truth, preds, bundle.head(head).labels)
-        out[head] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "per_class")}
+    for head, hm in result["heads"].items():
+        sources = hm["by_source"]
+        n = sum(int(m["n"]) for m in sources.values())
+        labels = hm.get("labels") or next(iter(sources.values()))["labels"]
+        full = all(len(m["scored_labels"]) == len(labels) for m in sources.values())
+        if full and hm.get("macro_f1") is not None:
+            score, basis = float(hm["macro_f1"]), "macro-F1 over all labels"
+        else:
+            score = sum(float(m["macro_f1"]) * int(m["n"]) for m in sources.values()) / max(n, 1)
+            basis = "row-weighted mean of per-source macro-F1 (sources scored on their own label subsets)"
+        out[head] = {
+            "macro_f1": score,
+            "n": n,
+            "basis": basis,
+            "by_source": {
+                name: {k: m[k] for k in ("n", "accuracy", "macro_f1", "scored_labels")}
+                for name, m in sources.items()
+            },
+        }
     return out
 
 
