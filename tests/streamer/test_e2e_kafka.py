@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -165,3 +166,61 @@ async def test_labels_match_predict_dead_letters_and_metrics(
     assert dict(info[0][1])["provider"] == "CPUExecutionProvider"
     assert dict(info[0][1])["version"] == clf.bundle.version
     assert metrics[("sentiwire_ready", ())] == 1
+
+
+async def test_backpressure_bounds_in_flight(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A backlog far larger than max_in_flight: fetched-but-unacknowledged never exceeds the bound,
+    fetching pauses, and everything is still labeled."""
+    topic, labels, dlq = kafka_topic_factory(2), kafka_topic_factory(2), kafka_topic_factory(1)
+    n, bound = 3000, 64
+    await produce(
+        kafka_bootstrap, topic, json_messages([f"Backlog item {i} beat estimates." for i in range(n)])
+    )
+    cfg = config_dict(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topic=topic,
+        labels=labels,
+        dlq=dlq,
+        group="backpressure",
+        batching={"max_batch_size": 16, "max_in_flight": bound},
+    )
+    peak, paused_seen = 0, False
+    async with running_daemon(settings_from(tmp_path, cfg)) as daemon:
+        assert daemon.pipeline is not None
+        reg = daemon.metrics.registry
+        while (reg.get_sample_value("sentiwire_messages_published_total", {"topic": labels}) or 0) < n:
+            peak = max(peak, daemon.pipeline.in_flight)
+            paused_seen |= reg.get_sample_value("sentiwire_fetch_paused") == 1
+            await asyncio.sleep(0.002)
+    assert peak <= bound
+    assert peak >= bound // 2  # the bound was actually reached: this is a backlog
+    assert paused_seen
+    out = await consume_all(kafka_bootstrap, labels, n, timeout_s=30)
+    assert len({orjson.loads(r.value)["id"] for r in out}) == n
+
+
+async def test_alert_engine_runs_in_process(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    cfg = config_dict(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topic=topic,
+        labels=labels,
+        dlq=dlq,
+        group="with-alerts",
+        alerts={"enabled": True, "alerts_topic": f"{labels}.alerts", "state_topic": f"{labels}.state"},
+    )
+    async with running_daemon(settings_from(tmp_path, cfg)) as daemon:
+        assert daemon.alerts is not None
+        for _ in range(200):
+            if daemon.alerts.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert daemon.alerts.ready
+        assert daemon.healthy()[0]
+    assert daemon.exit_code == 0
