@@ -85,10 +85,20 @@ class Bucket:
     def add(self, rec: ParsedRecord, max_examples: int, example_chars: int) -> None:
         self.n += 1.0
         self.neg += rec.negative
-        key = _order(rec.source)
-        if self.first is None or key < _order(self.first):
+        ts = rec.ts_ms
+        first, last = self.first, self.last
+        # Timestamps decide; the full order only breaks ties (keeps this cheap per record).
+        if (
+            first is None
+            or ts < first["timestamp"]
+            or (ts == first["timestamp"] and _order(rec.source) < _order(first))
+        ):
             self.first = rec.source
-        if self.last is None or key > _order(self.last):
+        if (
+            last is None
+            or ts > last["timestamp"]
+            or (ts == last["timestamp"] and _order(rec.source) > _order(last))
+        ):
             self.last = rec.source
         if rec.negative > 0 and max_examples > 0:
             self.examples.append(
@@ -472,7 +482,14 @@ class SpikeDetector:
             first: dict[str, Any] | None = None
             last: dict[str, Any] | None = None
             examples: list[dict[str, Any]] = []
-            for b in range(tb - self.short_buckets, tb):
+            lo = tb - self.short_buckets
+            # Sparse scopes (most entities) hold fewer buckets than the window has slots.
+            window = (
+                sorted(b for b in scope.buckets if lo <= b < tb)
+                if len(scope.buckets) < self.short_buckets
+                else range(lo, tb)
+            )
+            for b in window:
                 bk = scope.buckets.get(b)
                 if bk is None or bk.n == 0:
                     continue
