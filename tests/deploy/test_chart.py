@@ -343,3 +343,27 @@ def test_container_args_parse_with_the_real_cli(render: Render) -> None:
             else:
                 assert str(ctx.params["config"]) == "/etc/sentiwire/config.yaml"
     assert seen == {"serve", "alert", "retrain"}
+
+
+def test_notes_render_and_name_what_was_installed(helm_bin: str, tmp_path: Path) -> None:
+    """helm renders NOTES.txt only on install; render it here through tpl in a copy of the chart."""
+    import shutil
+    import subprocess
+
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)  # symlinked files are copied as files
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")
+    (chart / "templates" / "notes-render.yaml").write_text(
+        'notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n'
+    )
+    for values, expect in [
+        ((), ["2 replicas", "device cpu", "Deployment/sw-sentiwire-alerter", "CronJob/sw-sentiwire-retrain"]),
+        ((GPU_KEDA,), ["scaled by KEDA", "2..12 replicas", "1 x nvidia.com/gpu", "grafana_dashboard=1"]),
+    ]:
+        cmd = [helm_bin, "template", "sw", str(chart), "--kube-version", "1.37.0"]
+        cmd += [a for v in values for a in ("-f", str(chart / v))]
+        cmd += ["--show-only", "templates/notes-render.yaml"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        notes = yaml.safe_load(out)["notes"]
+        for needle in expect:
+            assert needle in notes, (needle, notes)
