@@ -601,6 +601,12 @@ def main() -> None:
     p.add_argument(
         "--soak-s", type=float, default=60.0, help="soak length at full rate (600 = the 10-minute soak)"
     )
+    p.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help="msg/s used to size the soak backlog (default: the sentiwire int8 rate measured in this run)",
+    )
     args = p.parse_args()
     res = asyncio.run(amain(args, prepare(args)))
     args.out_dir.mkdir(parents=True, exist_ok=True)
