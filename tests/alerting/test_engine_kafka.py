@@ -295,3 +295,14 @@ async def test_alert_process_fires_on_alerts_topic_and_in_prometheus(
     finally:
         terminate(proc)
     assert proc.returncode == 0, log_path.read_text()[-3000:]
+
+
+async def test_missing_labels_topic_is_named(kafka_bootstrap: str) -> None:
+    from streamer.alerting.engine import AlertEngineError
+
+    engine = AlertEngine(
+        fast_config(), KafkaConfig(bootstrap_servers=kafka_bootstrap), "no-such-labels-topic"
+    )
+    with pytest.raises(AlertEngineError, match="no-such-labels-topic"):
+        await engine.start()
+    assert not engine.ready
