@@ -55,33 +55,41 @@ class BatchAccumulator(Generic[T]):
         return items
 
 
-def plan_buckets(lengths: Sequence[int], *, max_waste: float = 0.25, min_bucket: int = 8) -> list[np.ndarray]:
-    """Split row indices into length-sorted buckets.
+# Fixed cost of one ONNX Runtime call, in padded-token equivalents. Splitting a batch pays it
+# once more per extra call; 64 keeps tiny buckets from costing more than the padding they save.
+CALL_OVERHEAD_TOKENS = 64
 
-    Greedy over rows sorted by length: a new bucket starts when adding the next (longer) row
-    would leave more than ``max_waste`` of the bucket's padded tokens as padding, and the
-    bucket already holds ``min_bucket`` rows (fewer, larger ONNX calls beat many tiny ones).
-    Every index appears exactly once.
+
+def plan_buckets(
+    lengths: Sequence[int], *, call_overhead_tokens: int = CALL_OVERHEAD_TOKENS
+) -> list[np.ndarray]:
+    """Split row indices into length-sorted buckets minimising total model work.
+
+    Cost of a bucket = rows x its longest length (the padded tokens fed to the model)
+    + ``call_overhead_tokens``. After sorting by length the best split into contiguous runs
+    is an exact O(n^2) dynamic programme (vectorised per row; n is a batch, <= a few hundred).
+    Every index appears exactly once; uniform lengths stay one bucket.
     """
     n = len(lengths)
     if n == 0:
         return []
     lens = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lens, kind="stable")
-    buckets: list[np.ndarray] = []
-    start = 0
-    total = 0
-    for pos in range(n):
-        length = int(lens[order[pos]])
-        count = pos - start + 1
-        padded = count * max(length, 1)
-        waste = (padded - (total + length)) / padded
-        if count - 1 >= min_bucket and waste > max_waste:
-            buckets.append(order[start:pos])
-            start, total = pos, 0
-        total += length
-    buckets.append(order[start:n])
-    return buckets
+    srt = np.maximum(lens[order], 1).astype(np.float64)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    starts = np.arange(n)
+    for j in range(1, n + 1):
+        # bucket = sorted rows i..j-1, padded to srt[j-1]
+        costs = best[:j] + (j - starts[:j]) * srt[j - 1] + call_overhead_tokens
+        i = int(np.argmin(costs))
+        best[j], cut[j] = costs[i], i
+    bounds = []
+    j = n
+    while j > 0:
+        bounds.append((int(cut[j]), j))
+        j = int(cut[j])
+    return [order[a:b] for a, b in reversed(bounds)]
 
 
 def padding_waste(lengths: Sequence[int], buckets: Sequence[np.ndarray] | None = None) -> float:

@@ -64,3 +64,25 @@ def test_take_rows_never_cuts_left_padded_tokens() -> None:
     enc = Encoded(ids, mask, np.zeros(2, dtype=bool), mask.sum(axis=1))
     sub = take_rows(enc, np.array([0]))
     assert sub.input_ids.tolist() == [[0, 0, 1, 2]]
+
+
+def _cost(lengths: list[int], buckets: list[np.ndarray], overhead: int) -> int:
+    lens = np.asarray(lengths)
+    return sum(len(b) * int(lens[b].max()) + overhead for b in buckets)
+
+
+def test_buckets_are_optimal_against_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        n = int(rng.integers(1, 9))
+        lengths = rng.integers(1, 300, n).tolist()
+        srt = sorted(lengths)
+        best = None
+        for mask in range(1 << (n - 1)):  # every split of the sorted rows into contiguous runs
+            cost, start = 0, 0
+            for k in range(1, n + 1):
+                if k == n or mask >> (k - 1) & 1:
+                    cost += (k - start) * srt[k - 1] + 64
+                    start = k
+            best = cost if best is None else min(best, cost)
+        assert _cost(lengths, plan_buckets(lengths, call_overhead_tokens=64), 64) == best
