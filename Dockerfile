@@ -13,8 +13,10 @@
 # runs in the next.
 
 ARG FLAVOUR=gpu
-# CUDA major/minor must match what the locked onnxruntime-gpu wheel was built for.
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# The CUDA major must match the locked onnxruntime-gpu wheel: PyPI's onnxruntime-gpu moved to
+# CUDA 13 + cuDNN 9 (CUDA 12 deprecated since 1.27), so 1.31.x needs a CUDA 13 runtime and an
+# NVIDIA driver that supports it (>= 580). Not verified here: no Docker engine and no GPU.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 ARG UBUNTU_IMAGE=ubuntu:24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8
 
