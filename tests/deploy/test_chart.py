@@ -367,3 +367,14 @@ def test_notes_render_and_name_what_was_installed(helm_bin: str, tmp_path: Path)
         notes = yaml.safe_load(out)["notes"]
         for needle in expect:
             assert needle in notes, (needle, notes)
+
+
+def test_values_schema_rejects_typos_and_wrong_types(helm_bin: str) -> None:
+    err = render_error(helm_bin, "replicas=3")
+    assert "additional properties 'replicas' not allowed" in err
+    err = render_error(helm_bin, "kafka.partitions=six")
+    assert "/kafka/partitions" in err
+    err = render_error(helm_bin, "gpu.enabled=true", "gpu.device=rocm")
+    assert "/gpu/device" in err
+    err = render_error(helm_bin, "retrain.data[0]=new.csv")
+    assert "/retrain/data/0" in err
