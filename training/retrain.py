@@ -460,7 +460,7 @@ def read_corrections(
         _write_csv(path, texts, labels)
         specs.append(SourceSpec(head=head, path=str(path), name=f"{topic}"))
     if not specs:
-        raise RetrainError(f"--corrections-topic {topic}: no usable corrections")
+        print(f"note: {topic}: no usable corrections", file=sys.stderr)
     return specs
 
 
@@ -570,8 +570,19 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
         )
         for note in prep.notes:
             print(f"note: {note}", file=sys.stderr)
-        if not prep.train and not opts.recipe_data:
-            raise RetrainError("no training data: --no-recipe-data needs --data or --corrections-topic")
+        if not prep.train:
+            # A scheduled run with no new labels is normal: report it, train nothing, record nothing.
+            return {
+                "event": "retrain",
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "current": {"version": current.version, "path": str(current.path)},
+                "candidate": {"version": None},
+                "skipped": True,
+                "decision": {
+                    "promote": False,
+                    "reason": "no new labeled rows (--data / --corrections-topic)",
+                },
+            }
         cand_dir = md.candidate(version)
         cfg = candidate_config(current, opts, prep.train, cand_dir)
         record: dict[str, Any] = {
@@ -640,6 +651,8 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def summary(record: Mapping[str, Any]) -> str:
     d = record["decision"]
+    if record.get("skipped"):
+        return f"NOTHING TO DO: {d['reason']}; {record['current']['version']} keeps serving"
     lines = [
         f"{'PROMOTED' if d['promote'] else 'REFUSED'}: {record['candidate']['version']} "
         f"(current {record['current']['version']}): {d['reason']}"

@@ -110,13 +110,25 @@ def test_worse_candidate_is_refused_and_recorded(promoted: dict[str, Any], split
     assert history[-1]["current"]["version"] == promoted["record"]["candidate"]["version"]
 
 
-def test_missing_recipe_data_is_named(promoted: dict[str, Any], tmp_path: Path) -> None:
+def test_missing_recipe_data_is_named(promoted: dict[str, Any], splits: Splits, tmp_path: Path) -> None:
     link = _relink_with_relative_recipe(promoted["models"], tmp_path)
+    new = [SourceSpec("sentiment", str(splits.new_good))]
     with pytest.raises(RetrainError, match=r"recipe data not found: \[.*nowhere/base\.csv"):
-        retrain(RetrainOptions(served=link, data_root=tmp_path, dry_run=True))
-    # Training on new rows only is opt-in, and needs new rows.
-    with pytest.raises(RetrainError, match="no training data"):
-        retrain(RetrainOptions(served=link, recipe_data=False, dry_run=True))
+        retrain(RetrainOptions(served=link, data=new, data_root=tmp_path, dry_run=True))
+    # Training on the new rows only is opt-in; the dry run shows the candidate's recipe.
+    record = retrain(RetrainOptions(served=link, data=new, recipe_data=False, dry_run=True))
+    assert [Path(d["path"]).parent for d in record["recipe"]["data"]] == [
+        link.parent / "data" / record["candidate"]["version"]
+    ]
+
+
+def test_nothing_new_trains_nothing(promoted: dict[str, Any]) -> None:
+    models = promoted["models"]
+    history = (models / "history.jsonl").read_bytes()
+    record = retrain(RetrainOptions(served=models / "current"))
+    assert record["skipped"] is True
+    assert record["decision"]["promote"] is False
+    assert (models / "history.jsonl").read_bytes() == history
 
 
 def _relink_with_relative_recipe(models: Path, tmp_path: Path) -> Path:
