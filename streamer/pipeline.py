@@ -449,9 +449,9 @@ class Pipeline:
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         tps = {(tp.topic, tp.partition) for tp in revoked}
-        self.metrics.rebalances.labels(event="revoked").inc()
         if not tps:
             return
+        self.metrics.rebalances.labels(event="revoked").inc()
         self.rebalancing = True
         self._assigned -= tps
         # Discard queued work of revoked partitions that no batch has taken yet (re-read by the new owner).
