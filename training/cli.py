@@ -95,6 +95,9 @@ def train_cmd(
     ] = None,
     max_rows: Annotated[int | None, typer.Option(help="subsample each source to at most N rows")] = None,
     freeze_embeddings: Annotated[bool, typer.Option(help="freeze word embeddings (faster on CPU)")] = False,
+    freeze_layers: Annotated[
+        int, typer.Option(help="freeze the N lowest encoder layers (faster on CPU)")
+    ] = 0,
     max_train_minutes: Annotated[
         float | None, typer.Option(help="stop training after this long (evaluates, keeps the best)")
     ] = None,
@@ -156,6 +159,7 @@ def train_cmd(
             eval_every=eval_every,
             max_rows_per_source=max_rows,
             freeze_embeddings=freeze_embeddings,
+            freeze_layers=freeze_layers,
             max_train_minutes=max_train_minutes,
             monitor=monitor,
             threads=threads,

@@ -6,8 +6,8 @@ skipped and *counted* (see :class:`LoadReport`); ``strict=True`` turns a skip in
 
 Source spec: ``HEAD=PATH`` optionally followed by ``?key=value&...`` with keys
 ``text`` / ``label`` (column names), ``map`` (``FROM:TO,FROM:TO``), ``where`` (``COLUMN:VALUE``,
-keep only matching rows), ``slice`` (a column whose values get their own dev metrics) and
-``name`` (source name in reports).
+keep only matching rows), ``slice`` (a column whose values get their own dev metrics), ``name`` (source name in
+reports) and ``scored`` (evaluate only: ``a,b`` restricts the argmax to those labels).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class SourceSpec:
     where: tuple[str, str] | None = None
     slice_column: str | None = None
     name: str = ""
+    scored: tuple[str, ...] = ()  # evaluate: score only these labels (argmax restricted to them)
 
     @property
     def display_name(self) -> str:
@@ -61,7 +62,8 @@ class SourceSpec:
             "label_map": dict(self.label_map),
             "where": list(self.where) if self.where else None,
             "slice_column": self.slice_column,
-            "name": self.display_name,
+            "name": self.name,
+            "scored": list(self.scored),
         }
 
     @classmethod
@@ -75,6 +77,7 @@ class SourceSpec:
             where=tuple(d["where"]) if d.get("where") else None,
             slice_column=d.get("slice_column"),
             name=d.get("name", ""),
+            scored=tuple(d.get("scored") or ()),
         )
 
 
@@ -104,7 +107,7 @@ def parse_source(
         raise DataError(f"--data {spec!r}: head name {head!r} must be a simple identifier")
     path, _, query = rest.partition("?")
     opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
-    unknown = set(opts) - {"text", "label", "map", "where", "slice", "name"}
+    unknown = set(opts) - {"text", "label", "map", "where", "slice", "name", "scored"}
     if unknown:
         raise DataError(f"--data {spec!r}: unknown option(s) {sorted(unknown)}")
     mapping = tuple((label_map or {}).items())
@@ -125,6 +128,7 @@ def parse_source(
         where=where,
         slice_column=opts.get("slice") or None,
         name=opts.get("name", ""),
+        scored=tuple(x.strip() for x in opts.get("scored", "").split(",") if x.strip()),
     )
 
 

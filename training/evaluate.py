@@ -1,8 +1,9 @@
 """Score a bundle on labeled files through the serving inference path (no torch).
 
-A test set whose labels are a strict subset of a head's labels (e.g. 2-label reviews on the
-3-label sentiment head) is scored by the argmax over just those labels, i.e. P(positive)
-vs P(negative): the model is not penalised for a class the data cannot contain.
+A 2-label negative/positive test set (e.g. reviews) on a head that also has ``neutral`` is
+scored by the argmax over just those two labels, i.e. P(positive) vs P(negative): the model
+is not penalised for a class the data cannot contain. Any other restriction is explicit
+(``?scored=a,b`` in the source spec), never guessed from which labels a small file happens to hold.
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ def evaluate_bundle(
             )
         head = bundle.head(spec.head)
         data = load_source(spec, allowed_labels=head.labels, strict=strict)
-        observed = sorted(set(data.labels), key=head.labels.index)
-        scored = observed if len(observed) < len(head.labels) and len(observed) >= 2 else list(head.labels)
+        scored = scored_labels(spec, head.labels, set(data.labels))
         cols = np.array([head.labels.index(lab) for lab in scored])
         preds: list[str] = []
         for start in _progress(range(0, len(data.texts), batch_size), progress, spec.display_name):
@@ -77,6 +77,26 @@ def evaluate_bundle(
         "heads": heads,
         "sources": reports,
     }
+
+
+BINARY = {"negative", "positive"}
+
+
+def scored_labels(spec: SourceSpec, head_labels: Sequence[str], observed: set[str]) -> list[str]:
+    if spec.scored:
+        unknown = [lab for lab in spec.scored if lab not in head_labels]
+        if unknown or len(spec.scored) < 2:
+            raise DataError(
+                f"--data {spec.head}={spec.path}: scored={list(spec.scored)} must name >= 2 of {list(head_labels)}"
+            )
+        if observed - set(spec.scored):
+            raise DataError(
+                f"{spec.path}: labels {sorted(observed - set(spec.scored))} are not in scored={list(spec.scored)}"
+            )
+        return [lab for lab in head_labels if lab in spec.scored]
+    if observed == BINARY and "neutral" in head_labels:
+        return [lab for lab in head_labels if lab in BINARY]
+    return list(head_labels)
 
 
 def _progress(it: range, enabled: bool, desc: str) -> Any:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -70,6 +71,7 @@ class TrainConfig:
     max_rows_per_source: int | None = None
     max_dev_rows_per_source: int | None = None
     freeze_embeddings: bool = False
+    freeze_layers: int = 0
     length_buckets: int = 8
     max_train_minutes: float | None = None
     dedupe: bool = True
@@ -477,13 +479,68 @@ def write_reports(report_dir: Path, metrics: dict[str, Any], curves: dict[str, A
 
 # ---------------------------------------------------------------- main entry
 
+PLAN_AT_STEP = 15
+EVAL_COST_PER_ROW = 1 / 3  # forward-only on a dev row vs. forward+backward on a train row
+
+
+def fit_time_budget(
+    step: int,
+    total: int,
+    loop_seconds: float,
+    elapsed: float,
+    budget: float,
+    dev_rows: int,
+    batch_size: int,
+    eval_every: int,
+) -> int:
+    """Largest total step count whose remaining steps and evaluations fit the time budget.
+
+    The LR schedule is then re-planned to end there, so a slow (e.g. shared) machine gets a
+    complete warm-up/decay cycle instead of being cut off at peak learning rate.
+    """
+    per_step = loop_seconds / max(1, step)
+    per_eval = dev_rows / max(1, batch_size) * per_step * EVAL_COST_PER_ROW
+    remaining = budget - elapsed
+    evals_left = max(1, math.ceil((total - step) / max(1, eval_every)))
+    fit = step + int((remaining - evals_left * per_eval) / per_step)
+    return max(step + 1, min(total, fit))
+
 
 def _summary_line(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{h}: acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}" for h, m in metrics.items())
 
 
 def train(config: TrainConfig) -> Path:
-    """Fine-tune and write a bundle at ``config.output``; returns its path."""
+    """Fine-tune and write a bundle at ``config.output``; returns its path.
+
+    SIGTERM is treated like Ctrl-C (no partial bundle is left), also when started in the
+    background where SIGINT is ignored.
+    """
+    previous: Any = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave signal handling to the caller
+        previous = None
+    try:
+        return _train(config)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _encoder_layers(encoder: Any) -> list[Any]:
+    inner = getattr(encoder, "encoder", None)
+    layers = getattr(inner, "layer", None)
+    if layers is None:
+        raise TrainError(f"cannot find transformer layers in {type(encoder).__name__} to freeze")
+    return list(layers)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _train(config: TrainConfig) -> Path:
     import torch
     from tokenizers import Tokenizer
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
@@ -547,6 +604,14 @@ def train(config: TrainConfig) -> Path:
         embeddings: Any = model.encoder
         for p in embeddings.get_input_embeddings().parameters():
             p.requires_grad_(False)
+    if config.freeze_layers > 0:
+        # lower layers change least in fine-tuning; freezing them shortens backward on CPU
+        layers = _encoder_layers(model.encoder)
+        if config.freeze_layers >= len(layers):
+            raise TrainError(f"freeze_layers={config.freeze_layers} but the encoder has {len(layers)} layers")
+        for layer in layers[: config.freeze_layers]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
 
     head_params = [p for n, p in model.named_parameters() if n.startswith("heads.")]
     decay: list[Any] = []
@@ -565,10 +630,13 @@ def train(config: TrainConfig) -> Path:
     total_steps = steps_per_epoch * config.epochs
     warmup = int(total_steps * config.warmup_ratio)
 
+    configured_total = total_steps
+    plan = {"total": total_steps, "warmup": warmup}  # shrunk by fit_time_budget() on a slow machine
+
     def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        if step < plan["warmup"]:
+            return (step + 1) / max(1, plan["warmup"])
+        return max(0.0, (plan["total"] - step) / max(1, plan["total"] - plan["warmup"]))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     losses = []
@@ -595,6 +663,7 @@ def train(config: TrainConfig) -> Path:
     )
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not config.progress, dynamic_ncols=True)
     queue: list[list[Example]] = []
+    loop_started = time.monotonic()
     try:
         while step < total_steps:
             model.train()
@@ -622,6 +691,24 @@ def train(config: TrainConfig) -> Path:
                 curves["head_loss"][spec.name].append(ema.get(spec.name, float("nan")))
             bar.update(1)
             bar.set_postfix({f"loss_{k}": f"{v:.3f}" for k, v in ema.items()}, refresh=False)
+            if config.max_train_minutes is not None and (
+                step == PLAN_AT_STEP or (step > PLAN_AT_STEP and step % max(10, configured_total // 10) == 0)
+            ):
+                fitted = fit_time_budget(
+                    step, configured_total, time.monotonic() - loop_started, time.monotonic() - started,
+                    config.max_train_minutes * 60, len(prep.dev), config.batch_size, eval_every,
+                )  # fmt: skip
+                if fitted != plan["total"]:
+                    bar.write(
+                        f"time budget {config.max_train_minutes} min at "
+                        f"{(time.monotonic() - loop_started) / step:.1f} s/step: schedule now ends at step {fitted}"
+                    )
+                    plan["total"] = total_steps = fitted
+                    plan["warmup"] = min(
+                        warmup, max(min(step, plan["warmup"]), int(fitted * config.warmup_ratio))
+                    )
+                    eval_every = min(config.eval_every or steps_per_epoch, fitted)
+                    bar.total = fitted
             out_of_time = (
                 config.max_train_minutes is not None
                 and time.monotonic() - started > config.max_train_minutes * 60
@@ -684,7 +771,7 @@ def train(config: TrainConfig) -> Path:
             version=version,
             max_length=config.max_length,
             base_model=base_info,
-            parity_texts=parity[:256],
+            parity_texts=parity[:128],
             metrics=metrics_out,
             data=prep.data_info,
             recipe=recipe,
