@@ -61,6 +61,10 @@ class PartitionOffsets:
     def mark_committed(self, position: int) -> None:
         self._committed = position
 
+    @property
+    def committed(self) -> int | None:
+        return self._committed
+
 
 class OffsetTracker:
     """Per-partition :class:`PartitionOffsets` for the partitions this consumer owns."""
@@ -103,6 +107,10 @@ class OffsetTracker:
     def watermark(self, tp: TP) -> int | None:
         part = self._parts.get(tp)
         return part.watermark if part is not None else None
+
+    def committed(self, tp: TP) -> int | None:
+        part = self._parts.get(tp)
+        return part.committed if part is not None else None
 
     def drop(self, tps: Iterable[TP]) -> None:
         for tp in tps:

@@ -414,7 +414,7 @@ class Pipeline:
         for t, p in list(self._assigned):
             tp = TopicPartition(t, p)
             high = self.consumer.highwater(tp)
-            pos = self._tracker.watermark((t, p))
+            pos = self._tracker.committed((t, p))
             if high is not None and pos is not None:
                 self.metrics.consumer_lag.labels(topic=t, partition=str(p)).set(max(high - pos, 0))
 

@@ -88,8 +88,11 @@ async def test_labels_match_predict_dead_letters_and_metrics(
             base = f"http://127.0.0.1:{daemon.http.port}"
             for _ in range(50):  # acks are counted right after the broker answers; allow a moment
                 metrics = _samples(await (await http.get(f"{base}/metrics")).text())
-                if metrics.get(("sentiwire_messages_published_total", (("topic", labels),))) == len(good):
+                lags = [v for k, v in metrics.items() if k[0] == "sentiwire_consumer_lag"]
+                published = metrics.get(("sentiwire_messages_published_total", (("topic", labels),)))
+                if published == len(good) and len(lags) == 3 and sum(lags) == 0:
                     break
+                await asyncio.sleep(0.1)
             assert (await http.get(f"{base}/healthz")).status == 200
             assert (await http.get(f"{base}/readyz")).status == 200
     assert daemon.exit_code == 0
@@ -160,6 +163,10 @@ async def test_labels_match_predict_dead_letters_and_metrics(
             want[pred[head].label] = want.get(pred[head].label, 0) + 1
         assert per_label == want
     assert metrics[("sentiwire_batch_size_count", ())] == metrics[("sentiwire_batches_total", ())]
+    assert metrics[("sentiwire_end_to_end_seconds_count", ())] == len(good)
+    assert metrics[("sentiwire_processing_seconds_count", ())] == len(good)
+    lags = {dict(k[1])["partition"]: v for k, v in metrics.items() if k[0] == "sentiwire_consumer_lag"}
+    assert lags == {"0": 0, "1": 0, "2": 0}  # everything sent was committed
     assert metrics[("sentiwire_batch_size_sum", ())] == len(good)
     info = [k for k in metrics if k[0] == "sentiwire_model_info"]
     assert info
