@@ -772,6 +772,7 @@ def _train(config: TrainConfig) -> Path:
             max_length=config.max_length,
             base_model=base_info,
             parity_texts=parity[:128],
+            agreement_texts=parity[128:2000],
             metrics=metrics_out,
             data=prep.data_info,
             recipe=recipe,
