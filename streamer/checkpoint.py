@@ -11,8 +11,8 @@
    retried in a loop: the partition's new owner resumes from the last good commit, which
    at worst re-labels a few records (at-least-once), never skips one.
 
-Under exactly_once the same positions are committed inside each batch's transaction
-(``send_offsets_to_transaction``) instead, see pipeline.Pipeline._publish_transaction.
+Under exactly_once the same positions are committed inside the transaction that carries
+their outputs (``send_offsets_to_transaction``), see pipeline.Pipeline._commit_transaction.
 """
 
 from __future__ import annotations

@@ -113,6 +113,9 @@ class ExactlyOnceConfig(_Section):
         description="stable per replica (a restart with the same id fences its zombie); default sentiwire-<group>-<hostname>",
     )
     transaction_timeout_ms: int = Field(default=15_000, gt=0)
+    # One transaction spans the batches of up to this long: fewer commits, labels visible to
+    # read_committed consumers at most this much later.
+    commit_interval_ms: int = Field(default=100, gt=0)
 
 
 class HttpConfig(_Section):

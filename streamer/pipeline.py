@@ -13,8 +13,9 @@ Four asyncio tasks connected by bounded state:
 * commit (at_least_once): every ``commit_interval_ms`` commits each partition's watermark,
   the highest position with all earlier fetched offsets acknowledged (the steps in checkpoint.py).
 
-Under ``exactly_once`` each batch is one Kafka transaction: labels + dead letters +
-``send_offsets_to_transaction`` + commit; there is no separate ack/commit task.
+Under ``exactly_once`` labels + dead letters + ``send_offsets_to_transaction`` go into one
+Kafka transaction that spans the batches of ``exactly_once.commit_interval_ms`` and is also
+committed on revocation and shutdown; there is no separate ack/commit task.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -119,6 +120,11 @@ class Pipeline:
         self.joined = False
         self.fatal: BaseException | None = None
         self._failed = asyncio.Event()
+        # exactly_once: the open transaction spans batches for up to exactly_once.commit_interval_ms.
+        self._txn_interval = settings.exactly_once.commit_interval_ms / 1000.0
+        self._txn_started: float | None = None
+        self._txn_outs: list[_Out] = []
+        self._txn_futures: list[asyncio.Future[Any]] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiwire-infer")
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -261,8 +267,11 @@ class Pipeline:
             if len(acc) and (acc.due(now) or self._draining or self.rebalancing):
                 await self._process(acc.take())
                 continue
-            deadline = acc.deadline()
-            timeout = 0.1 if deadline is None else max(deadline - now, 0.0)
+            if self._txn_due(now):
+                await self._commit_transaction()
+                continue
+            deadlines = [d for d in (acc.deadline(), self._txn_deadline()) if d is not None]
+            timeout = min([0.1, *(max(d - now, 0.0) for d in deadlines)])
             self._queue_event.clear()
             if not self._queue:
                 with contextlib.suppress(TimeoutError):
@@ -290,7 +299,7 @@ class Pipeline:
             model_version=clf.bundle.version,
         )
         if self.exactly_once:
-            await self._publish_transaction(outs)
+            await self._add_to_transaction(outs)
         else:
             for out in outs:
                 self._acks.put_nowait(_Pending(out, await self._send(out)))
@@ -420,30 +429,57 @@ class Pipeline:
 
     # ---------------------------------------------------------------- exactly-once
 
-    async def _publish_transaction(self, outs: list[_Out]) -> None:
+    def _txn_deadline(self) -> float | None:
+        return None if self._txn_started is None else self._txn_started + self._txn_interval
+
+    def _txn_due(self, now: float) -> bool:
+        deadline = self._txn_deadline()
+        return deadline is not None and (now >= deadline or self._draining or self.rebalancing)
+
+    async def _add_to_transaction(self, outs: list[_Out]) -> None:
+        """Send a batch's records inside the open transaction (opening one if needed)."""
+        try:
+            if self._txn_started is None:
+                await self.producer.begin_transaction()
+                self._txn_started = time.monotonic()
+            for out in outs:
+                self._txn_futures.append(await self._send(out))
+                self._txn_outs.append(out)
+        except KafkaError as exc:
+            await self._abort_transaction(exc)
+        if self._txn_due(time.monotonic()):
+            await self._commit_transaction()
+
+    async def _commit_transaction(self) -> None:
+        """Labels + dead letters + input positions become visible together, or not at all."""
+        outs, futures = self._txn_outs, self._txn_futures
         positions: dict[TP, int] = {}
         for out in outs:
-            src = out.item.decoded.source
-            positions[out.item.tp] = max(positions.get(out.item.tp, 0), src.offset + 1)
+            pos = out.item.decoded.source.offset + 1
+            positions[out.item.tp] = max(positions.get(out.item.tp, 0), pos)
         try:
-            await self.producer.begin_transaction()
-            futures = [await self._send(out) for out in outs]
             await asyncio.gather(*futures)
-            await self.producer.send_offsets_to_transaction(
-                {TopicPartition(t, p): pos for (t, p), pos in positions.items()}, self.settings.input.group_id
-            )
+            if positions:
+                await self.producer.send_offsets_to_transaction(
+                    {TopicPartition(t, p): pos for (t, p), pos in positions.items()},
+                    self.settings.input.group_id,
+                )
             await self.producer.commit_transaction()
         except KafkaError as exc:
-            self.metrics.transactions.labels(result="failure").inc()
-            with contextlib.suppress(Exception):
-                await self.producer.abort_transaction()
-            raise PipelineError(
-                f"transaction failed ({exc!r}); restart resumes from the last committed transaction"
-            ) from exc
+            await self._abort_transaction(exc)
+        self._txn_started, self._txn_outs, self._txn_futures = None, [], []
         self.metrics.transactions.labels(result="success").inc()
         for out in outs:
             self._done(out)
         self._tracker.mark_committed(positions)
+
+    async def _abort_transaction(self, exc: KafkaError) -> NoReturn:
+        self.metrics.transactions.labels(result="failure").inc()
+        with contextlib.suppress(Exception):
+            await self.producer.abort_transaction()
+        raise PipelineError(
+            f"transaction failed ({exc!r}); a restart resumes from the last committed transaction"
+        ) from exc
 
     # ---------------------------------------------------------------- rebalance
 
@@ -453,6 +489,7 @@ class Pipeline:
             return
         self.metrics.rebalances.labels(event="revoked").inc()
         self.rebalancing = True
+        self._queue_event.set()  # flush the open batch / transaction now
         self._assigned -= tps
         # Discard queued work of revoked partitions that no batch has taken yet (re-read by the new owner).
         kept: deque[_Item] = deque()
