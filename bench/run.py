@@ -327,6 +327,8 @@ class Bench:
             early = [r for t, r in rss if t0 + 0.1 * run <= t <= t0 + 0.2 * run] or [rss[0][1]]
             late = [r for t, r in rss if t >= t0 + 0.9 * run] or [rss[-1][1]]
             rss_start, rss_end = sorted(early)[len(early) // 2], sorted(late)[len(late) // 2]
+            half = [r for t, r in rss if t0 + 0.45 * run <= t <= t0 + 0.55 * run] or [rss_start]
+            rss_half = sorted(half)[len(half) // 2]
             return {
                 "system": system.label,
                 "n": n,
@@ -336,6 +338,8 @@ class Bench:
                 "rss_mb_at_10_20pct": rss_start,
                 "rss_mb_at_end": rss_end,
                 "rss_growth": rss_end / rss_start - 1,
+                "rss_mb_at_half": rss_half,
+                "rss_growth_second_half": rss_end / rss_half - 1,
                 "peak_rss_mb": vm_hwm_mb(proc.pid),
                 "lag_after": lag,
                 "labels": len(collector.labels),
@@ -425,7 +429,8 @@ def markdown(res: dict[str, Any]) -> str:
             "",
             f"Soak ({s['system']}, {fmt(s['seconds'])} s at full rate, {s['n']:,} messages, "
             f"{fmt(s['msgs_per_s'])} msg/s): RSS {fmt(s['rss_mb_at_10_20pct'])} MiB -> {fmt(s['rss_mb_at_end'])} MiB "
-            f"({100 * s['rss_growth']:+.1f}%), peak {fmt(s['peak_rss_mb'])} MiB, lag after {s['lag_after']}.",
+            f"({100 * s['rss_growth']:+.1f}%; second half {100 * s.get('rss_growth_second_half', 0.0):+.1f}%), "
+            f"peak {fmt(s['peak_rss_mb'])} MiB, lag after {s['lag_after']}.",
         ]
     lines += ["", f"Load: before `{res['uptime_before']}`; after `{res.get('uptime_after', '')}`"]
     return "\n".join(lines)
