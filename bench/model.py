@@ -11,8 +11,9 @@ from sentiwire.devbroker import REPO_ROOT
 from streamer.bundle import load_bundle
 
 TRAINED = REPO_ROOT / "models" / "sentiwire-minilm"
-RANDOM_HEADS = REPO_ROOT / ".cache" / "bench" / "minilm-random-heads"
-MAX_LENGTH = 128
+# The served recipe's max_length (MINILM_RECIPE in the Makefile), so both bundles cost the same.
+MAX_LENGTH = 64
+RANDOM_HEADS = REPO_ROOT / ".cache" / "bench" / f"minilm-random-heads-{MAX_LENGTH}"
 SENTIMENT = ("negative", "neutral", "positive")
 
 
