@@ -68,6 +68,7 @@ def evaluate_bundle(
         overall: dict[str, Any] = (
             classification_metrics(agg["truth"], agg["pred"], bundle.head(name).labels) if agg else {}
         )
+        overall["labels"] = list(bundle.head(name).labels)
         overall["by_source"] = by_source[name]
         heads[name] = overall
     return {
@@ -113,7 +114,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'head':<10} {'source':<34} {'n':>6} {'acc':>7} {'macro-F1':>9} {'majority-F1':>12}")
     for head, hm in result["heads"].items():
         for src, m in hm["by_source"].items():
-            full = len(result["heads"][head].get("labels", m["labels"]))
+            full = len(hm["labels"])
             tag = f" ({len(m['scored_labels'])}-way)" if len(m["scored_labels"]) < full else ""
             lines.append(
                 f"{head:<10} {(src + tag)[:34]:<34} {m['n']:>6} {m['accuracy']:>7.3f} {m['macro_f1']:>9.3f} "
