@@ -338,7 +338,12 @@ class Pipeline:
                     include_text=out_cfg.include_text,
                 )
                 i += 1
-                outs.append(_Out(it, out_cfg.labels_topic, dec.source.key, encode_record(record), []))
+                value = encode_record(record)
+                if len(value) > out_cfg.max_record_bytes and "text" in record:
+                    del record["text"]
+                    record["text_omitted"] = True
+                    value = encode_record(record)
+                outs.append(_Out(it, out_cfg.labels_topic, dec.source.key, value, []))
             else:
                 outs.append(
                     _Out(it, out_cfg.dead_letter_topic, dec.source.key, dec.value, dead_letter_headers(dec))

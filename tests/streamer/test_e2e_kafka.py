@@ -231,3 +231,29 @@ async def test_alert_engine_runs_in_process(
         assert daemon.alerts.ready
         assert daemon.healthy()[0]
     assert daemon.exit_code == 0
+
+
+async def test_oversized_label_record_is_sent_without_text(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    big = "Revenue grew strongly across all regions. " * 80  # ~3.4 KB: fine as input, too big as a label
+    await produce(kafka_bootstrap, topic, json_messages(["Short headline.", big]))
+    cfg = config_dict(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topic=topic,
+        labels=labels,
+        dlq=dlq,
+        group="big-label",
+        output={"max_record_bytes": 2048},
+    )
+    async with running_daemon(settings_from(tmp_path, cfg)):
+        out = await consume_all(kafka_bootstrap, labels, 2, timeout_s=30)
+    values = {v["id"]: v for v in (orjson.loads(r.value) for r in out)}
+    assert values["m0"]["text"] == "Short headline."
+    assert "text_omitted" not in values["m0"]
+    assert "text" not in values["m1"]
+    assert values["m1"]["text_omitted"] is True
+    assert values["m1"]["truncated"] is True
+    jsonschema.validate(values["m1"], SCHEMA)
