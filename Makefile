@@ -56,8 +56,8 @@ TRAIN_SOURCES = \
   --data "sentiment=$(DATA)/twitter-financial-news-sentiment/train.csv" \
   --data "sentiment=$(DATA)/twitter-financial-news-sentiment/valid.csv?name=twitter-financial-news-sentiment-valid" \
   --data "topic=$(DATA)/twitter-financial-news-topic/train.csv"
-MINILM_RECIPE = --base-model minilm --max-length 64 --batch-size 16 --epochs 1 --steps-per-epoch 1300 \
-  --lr 1e-4 --head-lr 2e-3 --warmup-ratio 0.06 --label-smoothing 0.1 --freeze-embeddings \
+MINILM_RECIPE = --base-model minilm --max-length 64 --batch-size 16 --epochs 3 --steps-per-epoch 1500 \
+  --lr 8e-5 --head-lr 2e-3 --patience 1 --warmup-ratio 0.06 --label-smoothing 0.1 --freeze-embeddings \
   --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 500 \
   --max-train-minutes 34 --seed 13
 MPNET_DIR ?= models/sentiwire-mpnet
