@@ -80,7 +80,8 @@ class OutputConfig(_Section):
     dead_letter_topic: str = "labels.dead-letter"
     include_text: bool = True
     # A label record larger than this (a huge input text) is sent without its text
-    # ("text_omitted": true) rather than be rejected by the broker and block the partition.
+    # ("text_omitted": true), a dead letter without its value (header sentiwire.value_dropped),
+    # rather than be rejected by the broker and block the partition.
     max_record_bytes: int = Field(default=1_000_000, gt=1024)
     linger_ms: int = Field(default=5, ge=0)
     compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = None

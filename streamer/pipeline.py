@@ -345,9 +345,12 @@ class Pipeline:
                     value = encode_record(record)
                 outs.append(_Out(it, out_cfg.labels_topic, dec.source.key, value, []))
             else:
-                outs.append(
-                    _Out(it, out_cfg.dead_letter_topic, dec.source.key, dec.value, dead_letter_headers(dec))
-                )
+                headers = dead_letter_headers(dec)
+                original = dec.value
+                if original is not None and len(original) > out_cfg.max_record_bytes:
+                    headers.append((H_VALUE_DROPPED, f"original value was {len(original)} bytes".encode()))
+                    original = None
+                outs.append(_Out(it, out_cfg.dead_letter_topic, dec.source.key, original, headers))
         return outs
 
     # ---------------------------------------------------------------- at-least-once: acks + commits
@@ -371,9 +374,12 @@ class Pipeline:
 
     async def _send(self, out: _Out) -> asyncio.Future[Any]:
         """Hand one record to the producer; returns the broker-acknowledgement future."""
+        # Kafka clients refuse a record with neither key nor value (a keyless tombstone or a
+        # dead letter whose value was dropped): send an empty value instead.
+        value = b"" if out.value is None and out.key is None else out.value
         try:
             fut: asyncio.Future[Any] = await self.producer.send(
-                out.topic, value=out.value, key=out.key, headers=out.headers
+                out.topic, value=value, key=out.key, headers=out.headers
             )
             return fut
         except MessageSizeTooLargeError:
@@ -385,7 +391,7 @@ class Pipeline:
         """A dead letter too big to republish still leaves a trace: its headers, no value."""
         headers = [*out.headers, (H_VALUE_DROPPED, b"value larger than the producer or topic accepts")]
         fut: asyncio.Future[Any] = await self.producer.send(
-            out.topic, value=None, key=out.key, headers=headers
+            out.topic, value=None if out.key is not None else b"", key=out.key, headers=headers
         )
         return fut
 

@@ -233,12 +233,13 @@ async def test_alert_engine_runs_in_process(
     assert daemon.exit_code == 0
 
 
-async def test_oversized_label_record_is_sent_without_text(
+async def test_oversized_records_leave_out_text_or_value(
     kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
     big = "Revenue grew strongly across all regions. " * 80  # ~3.4 KB: fine as input, too big as a label
-    await produce(kafka_bootstrap, topic, json_messages(["Short headline.", big]))
+    await produce(kafka_bootstrap, topic, [*json_messages(["Short headline.", big]), b"\xff" * 3000])
+    await produce(kafka_bootstrap, topic, [None], keys=[b"gone"])  # a tombstone
     cfg = config_dict(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
@@ -250,6 +251,7 @@ async def test_oversized_label_record_is_sent_without_text(
     )
     async with running_daemon(settings_from(tmp_path, cfg)):
         out = await consume_all(kafka_bootstrap, labels, 2, timeout_s=30)
+        dead = await consume_all(kafka_bootstrap, dlq, 2, timeout_s=30)
     values = {v["id"]: v for v in (orjson.loads(r.value) for r in out)}
     assert values["m0"]["text"] == "Short headline."
     assert "text_omitted" not in values["m0"]
@@ -257,3 +259,14 @@ async def test_oversized_label_record_is_sent_without_text(
     assert values["m1"]["text_omitted"] is True
     assert values["m1"]["truncated"] is True
     jsonschema.validate(values["m1"], SCHEMA)
+    assert len(dead) == 2
+    dropped, tombstone = sorted(dead, key=lambda r: r.offset)
+    # A 3 KB non-UTF-8 value: dead-lettered without its too-big value (and no key: an empty value).
+    assert dropped.value == b""
+    assert dict(dropped.headers)[H_ERROR] == b"not_utf8"
+    assert dict(dropped.headers)["sentiwire.value_dropped"] == b"original value was 3000 bytes"
+    # A tombstone: dead-lettered (missing_text) with its key, not a crash.
+    assert tombstone.key == b"gone"
+    assert tombstone.value is None
+    assert dict(tombstone.headers)[H_ERROR] == b"missing_text"
+    assert dict(tombstone.headers)[H_SOURCE_OFFSET] == b"3"
