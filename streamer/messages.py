@@ -40,6 +40,7 @@ class DeadLetterReason(StrEnum):
     MISSING_TEXT = "missing_text"
     TEXT_NOT_STRING = "text_not_string"
     BLANK_TEXT = "blank_text"
+    INFERENCE_ERROR = "inference_error"  # the model failed on this text alone (see pipeline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class TextMessage:
     id: str
     text: str
     fields: Mapping[str, Any] = field(default_factory=dict)  # passed through to the output
+    raw: bytes | None = None  # the original value, for a dead letter should the model fail on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,7 @@ def decode(
     if fmt == "text":
         if not decoded.strip():
             return dead(DeadLetterReason.BLANK_TEXT, "value is empty or whitespace")
-        return TextMessage(source, default_id(source), decoded)
+        return TextMessage(source, default_id(source), decoded, raw=value)
 
     try:
         obj = orjson.loads(decoded)
@@ -120,7 +122,13 @@ def decode(
     raw_id = obj.get("id")
     msg_id = default_id(source) if raw_id is None or raw_id == "" else str(raw_id)
     fields = {k: v for k, v in obj.items() if k != text_field}
-    return TextMessage(source, msg_id, text, fields)
+    return TextMessage(source, msg_id, text, fields, raw=value)
+
+
+def model_failure(msg: TextMessage, error: BaseException) -> DeadLetter:
+    """A message the model could not label even on its own."""
+    detail = f"{type(error).__name__}: {error}"
+    return DeadLetter(msg.source, msg.raw, DeadLetterReason.INFERENCE_ERROR, detail)
 
 
 def build_label_record(

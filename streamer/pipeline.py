@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from streamer.batching import BatchAccumulator
 from streamer.checkpoint import commit_watermarks
 from streamer.config import Settings
+from streamer.inference import Classifier
 from streamer.messages import (
     DeadLetter,
     Decoded,
@@ -46,11 +47,12 @@ from streamer.messages import (
     dead_letter_headers,
     decode,
     encode_record,
+    model_failure,
 )
 from streamer.metrics import Metrics
 from streamer.offsets import TP, OffsetTracker
 from streamer.rebalance import RebalanceHandler
-from streamer.reload import ModelHolder
+from streamer.reload import WARMUP_TEXTS, ModelHolder
 from streamer.worker import BatchResult, run_batch
 
 log = structlog.get_logger("sentiwire.pipeline")
@@ -283,10 +285,15 @@ class Pipeline:
         texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
         result: BatchResult | None = None
         if texts:
-            loop = asyncio.get_running_loop()
-            work = functools.partial(run_batch, clf, texts, bucket=self.settings.batching.bucket_by_length)
-            result = await loop.run_in_executor(self._executor, work)
-            self._observe_batch(result, len(texts))
+            try:
+                result = await self._infer(clf, texts)
+            except Exception as exc:
+                log.error("batch inference failed; retrying its messages one by one", error=repr(exc))
+                items = await self._isolate_failures(clf, items)
+                texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
+                result = await self._infer(clf, texts) if texts else None
+            if result is not None:
+                self._observe_batch(result, len(texts))
         outs = self._build(items, result, clf.bundle.name, clf.bundle.version)
         log.debug(
             "batch",
@@ -303,6 +310,42 @@ class Pipeline:
         else:
             for out in outs:
                 self._acks.put_nowait(_Pending(out, await self._send(out)))
+
+    async def _infer(self, clf: Classifier, texts: list[str]) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        work = functools.partial(run_batch, clf, texts, bucket=self.settings.batching.bucket_by_length)
+        return await loop.run_in_executor(self._executor, work)
+
+    async def _isolate_failures(self, clf: Classifier, items: list[_Item]) -> list[_Item]:
+        """Run each text alone; a text the model fails on becomes a dead letter (inference_error)
+        so one poison message never crash-loops the daemon or blocks its partition."""
+        out: list[_Item] = []
+        texts = failed = 0
+        for it in items:
+            dec = it.decoded
+            if isinstance(dec, TextMessage):
+                texts += 1
+                try:
+                    await self._infer(clf, [dec.text])
+                except Exception as exc:
+                    failed += 1
+                    if failed == texts:  # so far nothing works: is it the model, not the messages?
+                        await self._check_model_alive(clf, exc)
+                    log.error(
+                        "message dead-lettered: the model failed on it",
+                        partition=f"{dec.source.topic}-{dec.source.partition}",
+                        offset=dec.source.offset,
+                        error=repr(exc),
+                    )
+                    it = _Item(it.tp, model_failure(dec, exc), it.fetched_at)
+            out.append(it)
+        return out
+
+    async def _check_model_alive(self, clf: Classifier, exc: Exception) -> None:
+        try:
+            await self._infer(clf, list(WARMUP_TEXTS))
+        except Exception as again:
+            raise PipelineError(f"the model fails on every input, warm-up texts included: {again!r}") from exc
 
     def _observe_batch(self, result: BatchResult, n: int) -> None:
         m = self.metrics

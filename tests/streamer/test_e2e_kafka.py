@@ -12,8 +12,10 @@ import aiohttp
 import jsonschema
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamer.app import Daemon
 from streamer.bundle import load_bundle
 from streamer.inference import Classifier
 from streamer.messages import H_ERROR, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
@@ -270,3 +272,51 @@ async def test_oversized_records_leave_out_text_or_value(
     assert tombstone.value is None
     assert dict(tombstone.headers)[H_ERROR] == b"missing_text"
     assert dict(tombstone.headers)[H_SOURCE_OFFSET] == b"3"
+
+
+class _PoisonedClassifier(Classifier):
+    """The real classifier, except that it fails on texts containing POISON (or on everything)."""
+
+    fail_all = False
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        if self.fail_all or any("POISON" in t for t in texts):
+            raise RuntimeError("tokenizer exploded")
+        return super().encode(texts)
+
+
+@pytest.mark.parametrize("fail_all", [False, True])
+async def test_model_failure_on_one_message_dead_letters_it(
+    fail_all: bool, kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    texts = [f"Normal headline {i}." for i in range(20)]
+    texts[7] = "POISON pill"
+    await produce(kafka_bootstrap, topic, json_messages(texts))
+    cfg = config_dict(
+        bootstrap=kafka_bootstrap, bundle=tiny_bundle, topic=topic, labels=labels, dlq=dlq, group="poison"
+    )
+
+    def loader(model_cfg):  # type: ignore[no-untyped-def]
+        clf = _PoisonedClassifier(load_bundle(model_cfg.path))
+        clf.fail_all = fail_all
+        return clf
+
+    daemon = Daemon(settings_from(tmp_path, cfg), registry=CollectorRegistry(), loader=loader)
+    task = asyncio.create_task(daemon.run())
+    if (
+        fail_all
+    ):  # a broken model is not "bad messages": the daemon stops (exit 1) instead of dead-lettering all
+        assert await asyncio.wait_for(task, timeout=60) == 1
+        assert not await consume_all(kafka_bootstrap, dlq, 1, timeout_s=1)
+        return
+    try:
+        out = await consume_all(kafka_bootstrap, labels, 19, timeout_s=30)
+        dead = await consume_all(kafka_bootstrap, dlq, 1, timeout_s=30)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+    assert sorted(orjson.loads(r.value)["id"] for r in out) == sorted(f"m{i}" for i in range(20) if i != 7)
+    assert len(dead) == 1
+    assert dict(dead[0].headers)[H_ERROR] == b"inference_error"
+    assert orjson.loads(dead[0].value)["text"] == "POISON pill"  # the original bytes
