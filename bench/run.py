@@ -513,8 +513,15 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
             mixed = load_items(data_dir, "mixed")
             for bucket in (False, True):
                 tag = " mixed texts, " + ("bucketed" if bucket else "no bucketing")
+                suffix = "-mixed-bucketed" if bucket else "-mixed-unbucketed"
                 system = sentiwire_system(
-                    bundle, "int8", args.batch_size, args.max_wait_ms, bucket=bucket, tag=tag
+                    bundle,
+                    "int8",
+                    args.batch_size,
+                    args.max_wait_ms,
+                    bucket=bucket,
+                    tag=tag,
+                    key_suffix=suffix,
                 )
                 plan.append((system, mixed, args.n_mixed))
         for system, items, n in plan:
