@@ -66,7 +66,7 @@ def test_ratios_and_latency_bound() -> None:
     assert check["bound_ms"] == pytest.approx(90.0)
     assert check["met"] is True
     md = markdown(res)
-    assert "| sentiwire int8 | int8 | 720 | 20 | 60 | 85 | 1.95 | 210 |" in md
-    assert "| 1. ONNX Runtime alone (batch 32) | int8 | 800 |" in md
+    assert "| sentiwire int8 | int8 | 720 | 20 | 60 | 85 | 1.95 | 369 | 210 |" in md
+    assert "| 1. ONNX Runtime alone (batch 32) | int8 | 800 | – | – | – | 1.90 | 421 | 300 |" in md
     assert "50% before length bucketing, 10% after" in md
     assert "-> met" in md
