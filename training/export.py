@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -72,18 +73,31 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> None:
         )
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
+# Tried in order until int8 agrees with fp32 on >= 98% of labels. The output projections
+# (``*/output/dense``: attention output and FFN down-projection, which reads GELU outputs with
+# the widest activation range) suffer most from per-tensor dynamic activation quantization;
+# keeping them fp32 ("ffn-out-fp32"), then the whole FFN ("ffn-fp32"), trades speed for fidelity.
+QUANT_LEVELS: tuple[str, ...] = ("all", "ffn-out-fp32", "ffn-fp32")
+
+
+def quantize_int8(src: Path, dst: Path, level: str = "all") -> None:
     """Dynamic int8, per-channel weights of the encoder's MatMuls; activations quantized at run time.
 
     The classification heads (one small Gemm each) stay fp32: they cost nothing and keeping
     them exact removes a source of label flips on low-margin examples.
     """
+    if level not in QUANT_LEVELS:
+        raise ExportError(f"unknown quantization level {level!r} (expected one of {QUANT_LEVELS})")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(src), load_external_data=False).graph
     heads = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul") and "/encoder/" not in n.name]
     heads += [f"{name}_MatMul" for name in heads]  # the quantizer first rewrites Gemm as MatMul + Add
+    keep = {"all": (), "ffn-out-fp32": ("/output/dense/MatMul",)}.get(
+        level, ("/output/dense/MatMul", "/intermediate/dense/MatMul")
+    )
+    heads += [n.name for n in graph.node if n.op_type == "MatMul" and n.name.endswith(keep) and keep]
 
     def not_preprocess_hint(record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
@@ -175,11 +189,6 @@ def check_parity(
         raise ExportError(
             f"fp32 ONNX logits differ from torch by {max_diff:.2e} (limit {PARITY_TOLERANCE:.0e})"
         )
-    if checks.int8_agreement_min < MIN_INT8_AGREEMENT and not force:
-        raise ExportError(
-            f"int8 model agrees with fp32 on only {agreement} of labels (< {MIN_INT8_AGREEMENT:.0%}); "
-            "use --force to export anyway"
-        )
     return checks
 
 
@@ -217,7 +226,6 @@ def build_bundle(
         model = model.eval()
         write_tokenizer(tokenizer_file, staging / TOKENIZER_FILE, max_length)
         export_onnx(model, staging / ONNX_FILES["fp32"])
-        quantize_int8(staging / ONNX_FILES["fp32"], staging / ONNX_FILES["int8"])
         if report_dir is not None and report_dir.is_dir():
             shutil.copytree(report_dir, staging / "report")
         manifest: dict[str, Any] = {
@@ -233,9 +241,23 @@ def build_bundle(
             "recipe": dict(recipe or {}),
             "history": [dict(h) for h in history],
         }
-        write_manifest(staging, manifest)
-        checks = check_parity(model, staging, parity_texts, force=force, agreement_texts=agreement_texts)
-        manifest["export"] = {**asdict(checks), "opset": OPSET}
+        tried: dict[str, dict[str, float]] = {}
+        for level in QUANT_LEVELS:
+            quantize_int8(staging / ONNX_FILES["fp32"], staging / ONNX_FILES["int8"], level)
+            write_manifest(staging, manifest)
+            checks = check_parity(model, staging, parity_texts, force=force, agreement_texts=agreement_texts)
+            tried[level] = checks.int8_agreement
+            if checks.int8_agreement_min >= MIN_INT8_AGREEMENT:
+                break
+            print(
+                f"note: int8 ({level}) agrees with fp32 on {checks.int8_agreement} of labels", file=sys.stderr
+            )
+        if checks.int8_agreement_min < MIN_INT8_AGREEMENT and not force:
+            raise ExportError(
+                f"int8 model agrees with fp32 on only {tried} of labels (< {MIN_INT8_AGREEMENT:.0%}) at every "
+                f"quantization level {list(QUANT_LEVELS)}; use --force to export anyway"
+            )
+        manifest["export"] = {**asdict(checks), "opset": OPSET, "int8_level": level, "int8_tried": tried}
         write_manifest(staging, manifest)
         load_bundle(staging, verify=True)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700

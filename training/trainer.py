@@ -548,7 +548,7 @@ def _train(config: TrainConfig) -> Path:
     from streamer.bundle import HeadSpec
     from streamer.inference import pad_token_of
     from training.base_models import minilm_dir, resolve_base_model
-    from training.export import build_bundle, new_version
+    from training.export import ExportError, build_bundle, new_version
     from training.model import TINY_BERT, MultiHeadClassifier, load_encoder, random_encoder
 
     config.validate()
@@ -663,6 +663,7 @@ def _train(config: TrainConfig) -> Path:
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not config.progress, dynamic_ncols=True)
     queue: list[list[Example]] = []
     loop_started = time.monotonic()
+    last_plan = (0, loop_started)
     try:
         while step < total_steps:
             model.train()
@@ -691,16 +692,20 @@ def _train(config: TrainConfig) -> Path:
             bar.update(1)
             bar.set_postfix({f"loss_{k}": f"{v:.3f}" for k, v in ema.items()}, refresh=False)
             if config.max_train_minutes is not None and (
-                step == PLAN_AT_STEP or (step > PLAN_AT_STEP and step % max(10, configured_total // 10) == 0)
+                step == PLAN_AT_STEP or (step > PLAN_AT_STEP and step % max(10, configured_total // 20) == 0)
             ):
+                now = time.monotonic()
+                # speed since the last re-plan: the machine may be shared and its load changes
+                recent = (now - last_plan[1]) / max(1, step - last_plan[0]) * step
+                last_plan = (step, now)
                 fitted = fit_time_budget(
-                    step, configured_total, time.monotonic() - loop_started, time.monotonic() - started,
+                    step, configured_total, recent, now - started,
                     config.max_train_minutes * 60, len(prep.dev), config.batch_size, eval_every,
                 )  # fmt: skip
                 if fitted != plan["total"]:
                     bar.write(
                         f"time budget {config.max_train_minutes} min at "
-                        f"{(time.monotonic() - loop_started) / step:.1f} s/step: schedule now ends at step {fitted}"
+                        f"{recent / step:.2f} s/step: schedule now ends at step {fitted}"
                     )
                     plan["total"] = total_steps = fitted
                     plan["warmup"] = min(
@@ -762,34 +767,40 @@ def _train(config: TrainConfig) -> Path:
             h: {k: m[k] for k in ("n", "accuracy", "macro_f1", "majority_baseline", "by_source", "per_class")}
             for h, m in best_metrics.items()
         }
-        path = build_bundle(
-            model,
-            tokenizer_file=tok_file,
-            out_dir=out,
-            name=config.name,
-            version=version,
-            max_length=config.max_length,
-            base_model=base_info,
-            parity_texts=parity[:128],
-            agreement_texts=parity[128:2000],
-            metrics=metrics_out,
-            data=prep.data_info,
-            recipe=recipe,
-            history=[
-                {
-                    "event": "train",
-                    "version": version,
-                    "best_step": best_step,
-                    "steps": step,
-                    "monitor": config.monitor,
-                    "monitor_value": best_value,
-                    "train_seconds": round(train_seconds, 1),
-                    "evals": [{"step": e["step"], "monitor": e["monitor"]} for e in curves["evals"]],
-                }
-            ],
-            report_dir=report_dir,
-            force=config.force,
-            overwrite=config.overwrite,
-        )
+        try:
+            path = build_bundle(
+                model,
+                tokenizer_file=tok_file,
+                out_dir=out,
+                name=config.name,
+                version=version,
+                max_length=config.max_length,
+                base_model=base_info,
+                parity_texts=parity[:128],
+                agreement_texts=parity[128:2000],
+                metrics=metrics_out,
+                data=prep.data_info,
+                recipe=recipe,
+                history=[
+                    {
+                        "event": "train",
+                        "version": version,
+                        "best_step": best_step,
+                        "steps": step,
+                        "monitor": config.monitor,
+                        "monitor_value": best_value,
+                        "train_seconds": round(train_seconds, 1),
+                        "evals": [{"step": e["step"], "monitor": e["monitor"]} for e in curves["evals"]],
+                    }
+                ],
+                report_dir=report_dir,
+                force=config.force,
+                overwrite=config.overwrite,
+            )
+        except ExportError as exc:
+            # keep the trained weights: re-exporting (e.g. with --force) must not need a re-train
+            saved = out.with_name(f".{out.name}.failed-export-{version}.pt")
+            torch.save({"state_dict": model.state_dict(), "recipe": recipe, "base_model": base_info}, saved)
+            raise ExportError(f"{exc}\n(trained weights kept in {saved})") from exc
     _log(f"bundle written: {path} (version {version}, {(time.monotonic() - started) / 60:.1f} min total)")
     return path
