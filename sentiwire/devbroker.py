@@ -125,8 +125,15 @@ def _port_in_use(port: int) -> bool:
 
 
 def random_cluster_id() -> str:
-    """A cluster id in Kafka's own form (URL-safe base64 of a random UUID, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, url-safe base64 (what ``kafka-storage random-uuid`` prints).
+
+    Like Kafka's own ``Uuid.randomUuid()``, ids starting with ``-`` are drawn again: the
+    storage tool's argument parser would take such an id for an option (1 start in 64 failed).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def render_server_properties(*, port: int, controller_port: int, log_dirs: Path) -> str:
