@@ -252,7 +252,7 @@ def test_interrupt_during_export_leaves_no_partial_bundle(
 ) -> None:
     import training.export as export
 
-    def interrupted(src: Path, dst: Path) -> None:
+    def interrupted(src: Path, dst: Path, level: str = "all") -> None:
         dst.write_bytes(b"half")  # something was being written
         raise KeyboardInterrupt
 
