@@ -165,6 +165,11 @@ class Pipeline:
         self._draining = True
         self._capacity.set()
         self._queue_event.set()
+        # The fetch task may be inside getmany(): let it return first, so that "nothing in
+        # flight" below really means nothing more will be published before the final commit.
+        fetch = next((t for t in self._tasks if t.get_name() == "fetch"), None)
+        if fetch is not None and not fetch.done():
+            await asyncio.wait({fetch}, timeout=max(deadline - time.monotonic(), 0.0))
         drained = await self._wait_until(lambda: self._in_flight == 0 or self.fatal is not None, deadline)
         if not drained:
             log.warning("shutdown timeout: committing what is acknowledged", in_flight=self._in_flight)
@@ -211,7 +216,9 @@ class Pipeline:
                 continue
             room = self._max_in_flight - self._in_flight
             batch = await self.consumer.getmany(timeout_ms=100, max_records=min(fetch_max, room))
-            if batch:
+            # Records that arrive after stop() began are left for the next owner: tracking them now
+            # would publish labels after the final commit (duplicates on the next owner).
+            if batch and not self._stop_fetch:
                 self._enqueue(batch)
 
     async def _backpressure(self) -> None:
