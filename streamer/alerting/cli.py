@@ -80,14 +80,10 @@ def alert(
     ] = None,
 ) -> None:
     """Watch the labels topic for negative-sentiment spikes; publish alerts to the alerts topic."""
-    from streamer.config import ConfigError, load_settings
+    from streamer.cli import load_settings_or_exit
     from streamer.logging import configure_logging
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    settings = load_settings_or_exit(config)
     configure_logging(settings.logging.level, settings.logging.format)
     code = asyncio.run(run_alerts(settings))
     sys.stdout.flush()
