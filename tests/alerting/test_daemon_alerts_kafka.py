@@ -195,7 +195,11 @@ async def test_daemon_alerts_and_prometheus_fires(
         def all_counted() -> dict[Any, float] | None:
             nonlocal last
             last = metric_samples(port)
-            return last if last.get(("sentiwire_alert_records_total", (("outcome", "counted"),))) == total else None
+            return (
+                last
+                if last.get(("sentiwire_alert_records_total", (("outcome", "counted"),))) == total
+                else None
+            )
 
         try:
             samples = await wait_for(all_counted, 20, "every label record counted by the alert engine")
