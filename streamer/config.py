@@ -92,6 +92,10 @@ class ModelConfig(_Section):
     variant: Literal["fp32", "int8"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "cpu"
     intra_op_threads: int = Field(default=0, ge=0)
+    # ONNX Runtime's intra-op threads busy-wait between operators by default; off, they sleep
+    # and leave those cycles to the tokenizer, the Kafka client and the event loop
+    # (docs/performance.md measures both settings).
+    allow_spinning: bool = False
     reload_interval_s: float = Field(default=10.0, ge=0, description="0 disables hot reload")
 
 

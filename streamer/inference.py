@@ -102,6 +102,7 @@ class Classifier:
         variant: Variant = "fp32",
         device: Device = "cpu",
         intra_op_threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         if variant not in ("fp32", "int8"):
             raise InferenceError(f"unknown variant {variant!r} (expected fp32 or int8)")
@@ -115,6 +116,7 @@ class Classifier:
         if intra_op_threads > 0:
             opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         model_path = bundle.onnx_path(variant)
         chain = _provider_chain(device)
         try:

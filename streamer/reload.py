@@ -52,7 +52,13 @@ def fingerprint(path: Path) -> Fingerprint | None:
 def load_classifier(cfg: ModelConfig) -> Classifier:
     """Load + verify every file's sha256 + build the session + warm up. Blocking: run in a thread."""
     bundle = load_bundle(cfg.path, verify=True)
-    clf = Classifier(bundle, variant=cfg.variant, device=cfg.device, intra_op_threads=cfg.intra_op_threads)
+    clf = Classifier(
+        bundle,
+        variant=cfg.variant,
+        device=cfg.device,
+        intra_op_threads=cfg.intra_op_threads,
+        allow_spinning=cfg.allow_spinning,
+    )
     clf.predict(list(WARMUP_TEXTS))
     return clf
 

@@ -60,3 +60,15 @@ async def test_symlink_promotion_and_failed_bundle(
     _promote(link, v1)
     assert await reloader.check_once()
     assert holder.current.bundle.version == "r1"
+
+
+def test_session_spinning_follows_config(tiny_bundle: Path) -> None:
+    """``model.allow_spinning`` reaches ONNX Runtime (off by default: spinning threads take CPU
+    from the tokenizer and the Kafka client on small machines)."""
+
+    def spinning(cfg: ModelConfig) -> str:
+        session = load_classifier(cfg)._session
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning(ModelConfig(path=tiny_bundle)) == "0"
+    assert spinning(ModelConfig(path=tiny_bundle, allow_spinning=True)) == "1"
