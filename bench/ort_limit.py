@@ -72,6 +72,14 @@ def waste(batches: Sequence[Encoded]) -> float:
     return 1.0 - real / fed if fed else 0.0
 
 
+def pick_limit(sweep: dict[str, Any], sweep_bucketed: dict[str, Any]) -> dict[str, Any]:
+    """The fastest run of either sweep, with its batch size and whether it was bucketed."""
+    runs = [(int(bs), False, r) for bs, r in sweep.items()]
+    runs += [(int(bs), True, r) for bs, r in sweep_bucketed.items()]
+    bs, was_bucketed, run = max(runs, key=lambda x: x[2]["msgs_per_s"])
+    return {**run, "batch_size": bs, "bucketed": was_bucketed}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True)
@@ -107,13 +115,9 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-        candidates = [(k, False, v) for k, v in sweep.items()] + [
-            (k, True, v) for k, v in sweep_bucketed.items()
-        ]
-        best, best_bucketed, best_run = max(candidates, key=lambda c: c[2]["msgs_per_s"])
-        limit = {**best_run, "batch_size": int(best), "bucketed": best_bucketed}
+        limit = pick_limit(sweep, sweep_bucketed)
         kinds: dict[str, Any] = {}
-        bs = int(best)
+        bs = limit["batch_size"]
         for kind in ("phrasebank", "tweets", "bbc"):
             sample = texts[kind][: max(bs * 4, 128 if kind != "bbc" else 64)]
             batches = [clf.encode(sample[i : i + bs]) for i in range(0, len(sample), bs)]
