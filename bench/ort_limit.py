@@ -2,9 +2,10 @@
 
 Uses sentiwire's own inference path (``streamer.inference.Classifier``) so the session
 options are exactly what the daemon runs; tokenization happens before the clock starts.
-Each batch size is timed twice: batches in arrival order (padded to their longest text) and
-the same batches split by length the way the daemon splits them (``plan_buckets``). The
-limit is the best of all of these, so the daemon cannot beat it by bucketing.
+Each batch size is timed in arrival order (padded to their longest text) and split by length
+the way the daemon splits them (``plan_buckets``), each with one worker over all CPUs and
+with the daemon's ``--workers`` threads of one ONNX Runtime session each. The limit is the
+best of all of these, so the daemon cannot beat it by bucketing or by running batches at once.
 Prints one JSON object on stdout.
 
     python -m bench.ort_limit --bundle DIR --data-dir ../shared/data
@@ -13,8 +14,10 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,28 +32,48 @@ from streamer.bundle import load_bundle
 from streamer.inference import Classifier, Encoded
 
 
-def time_batches(clf: Classifier, batches: Sequence[Encoded], min_seconds: float) -> dict[str, float]:
-    """Run the batches round-robin for at least ``min_seconds`` (and at least once each)."""
+def time_batches(
+    clf: Classifier, batches: Sequence[Encoded], min_seconds: float, workers: int = 1
+) -> dict[str, float]:
+    """Run the batches round-robin from ``workers`` threads for at least ``min_seconds``.
+
+    ``ms_per_batch`` is one call's latency (what a message waits for its batch), not
+    wall time divided by calls.
+    """
     for enc in batches[:2]:
         clf.infer(enc)  # warm-up: first runs allocate
-    rows = 0
-    calls = 0
+    rows = [0] * workers
+    calls = [0] * workers
+    busy = [0.0] * workers
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    while True:
-        for enc in batches:
+    stop_at = t0 + min_seconds
+
+    def work(k: int) -> None:
+        i = k
+        while True:
+            enc = batches[i % len(batches)]
+            c0 = time.perf_counter()
             clf.infer(enc)
-            rows += len(enc)
-            calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds:
-            break
+            busy[k] += time.perf_counter() - c0
+            rows[k] += len(enc)
+            calls[k] += 1
+            i += workers
+            if i >= len(batches) and time.perf_counter() >= stop_at:
+                return
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     return {
-        "msgs_per_s": rows / elapsed,
-        "ms_per_batch": 1000 * elapsed / calls,
+        "msgs_per_s": sum(rows) / elapsed,
+        "ms_per_batch": 1000 * sum(busy) / sum(calls),
         "cpu_cores": cpu / elapsed,
-        "rows": rows,
+        "rows": sum(rows),
         "seconds": elapsed,
     }
 
@@ -72,12 +95,18 @@ def waste(batches: Sequence[Encoded]) -> float:
     return 1.0 - real / fed if fed else 0.0
 
 
-def pick_limit(sweep: dict[str, Any], sweep_bucketed: dict[str, Any]) -> dict[str, Any]:
-    """The fastest run of either sweep, with its batch size and whether it was bucketed."""
-    runs = [(int(bs), False, r) for bs, r in sweep.items()]
-    runs += [(int(bs), True, r) for bs, r in sweep_bucketed.items()]
-    bs, was_bucketed, run = max(runs, key=lambda x: x[2]["msgs_per_s"])
-    return {**run, "batch_size": bs, "bucketed": was_bucketed}
+def pick_limit(sweeps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fastest run of every sweep (mode -> batch size -> run), with its batch size and mode."""
+    runs = [(mode, int(bs), r) for mode, sweep in sweeps.items() for bs, r in sweep.items()]
+    mode, bs, run = max(runs, key=lambda x: x[2]["msgs_per_s"])
+    return {**run, "batch_size": bs, "mode": mode}
+
+
+def mode_name(workers: int, threads: int, bucketed: bool) -> str:
+    return (
+        f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}, "
+        + ("length-bucketed" if bucketed else "arrival order")
+    )
 
 
 def main() -> None:
@@ -89,6 +118,7 @@ def main() -> None:
     p.add_argument("--n-texts", type=int, default=512, help="short texts per measurement")
     p.add_argument("--min-seconds", type=float, default=3.0)
     p.add_argument("--mixed-batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="the daemon's model.workers (also timed: 1 worker)")
     p.add_argument(
         "--allow-spinning", action="store_true", help="ORT threads busy-wait (daemon default: off)"
     )
@@ -99,25 +129,31 @@ def main() -> None:
     short = texts["short"][: args.n_texts]
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     out: dict[str, Any] = {"bundle": str(args.bundle), "max_length": bundle.max_length, "variants": {}}
+    cpus = len(os.sched_getaffinity(0))
+    configs = sorted({(1, cpus), (args.workers, max(1, cpus // args.workers))})
     for variant in args.variants.split(","):
-        clf = Classifier(bundle, variant=variant, allow_spinning=args.allow_spinning)
-        sweep: dict[str, Any] = {}
-        sweep_bucketed: dict[str, Any] = {}
+        clfs = {
+            w: Classifier(bundle, variant=variant, intra_op_threads=t, allow_spinning=args.allow_spinning)
+            for w, t in configs
+        }
+        sweeps: dict[str, dict[str, Any]] = {}
         for bs in sizes:
-            plain, split = bucketed(clf, short, bs)
-            sweep[str(bs)] = time_batches(clf, plain, args.min_seconds)
-            sweep_bucketed[str(bs)] = time_batches(clf, split, args.min_seconds)
-            sweep[str(bs)]["padding_waste"] = waste(plain)
-            sweep_bucketed[str(bs)]["padding_waste"] = waste(split)
-            print(
-                f"ort {variant} bs={bs}: {sweep[str(bs)]['msgs_per_s']:.0f} msg/s in arrival order, "
-                f"{sweep_bucketed[str(bs)]['msgs_per_s']:.0f} bucketed",
-                file=sys.stderr,
-                flush=True,
-            )
-        limit = pick_limit(sweep, sweep_bucketed)
+            plain, split = bucketed(clfs[1], short, bs)
+            for w, t in configs:
+                for was_bucketed, batches in ((False, plain), (True, split)):
+                    run = time_batches(clfs[w], batches, args.min_seconds, workers=w)
+                    run["padding_waste"] = waste(batches)
+                    sweeps.setdefault(mode_name(w, t, was_bucketed), {})[str(bs)] = run
+                    print(
+                        f"ort {variant} bs={bs} {mode_name(w, t, was_bucketed)}: {run['msgs_per_s']:.0f} msg/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        limit = pick_limit(sweeps)
+        daemon_mode = mode_name(args.workers, max(1, cpus // args.workers), False)
         kinds: dict[str, Any] = {}
         bs = limit["batch_size"]
+        clf = clfs[1]
         for kind in ("phrasebank", "tweets", "bbc"):
             sample = texts[kind][: max(bs * 4, 128 if kind != "bbc" else 64)]
             batches = [clf.encode(sample[i : i + bs]) for i in range(0, len(sample), bs)]
@@ -128,8 +164,8 @@ def main() -> None:
         kinds["mixed_unbucketed"]["padding_waste"] = waste(plain)
         kinds["mixed_bucketed"]["padding_waste"] = waste(split)
         out["variants"][variant] = {
-            "sweep": sweep,
-            "sweep_bucketed": sweep_bucketed,
+            "sweeps": sweeps,
+            "daemon_mode": daemon_mode,
             "best_batch_size": bs,
             "limit": limit,
             "kinds": kinds,

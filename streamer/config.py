@@ -91,6 +91,11 @@ class ModelConfig(_Section):
     path: Path = Path("models/current")
     variant: Literal["fp32", "int8"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "tensorrt"] = "cpu"
+    # Batches run concurrently by this many inference threads, each ONNX Runtime call with
+    # intra_op_threads threads (0: the CPUs this process may use, divided among the workers).
+    # Several single-threaded batches beat one batch over all cores on small CPUs: small
+    # length-bucketed batches parallelise poorly inside an operator (docs/performance.md).
+    workers: int = Field(default=2, ge=1, le=64)
     intra_op_threads: int = Field(default=0, ge=0)
     # ONNX Runtime's intra-op threads busy-wait between operators by default; off, they sleep
     # and leave those cycles to the tokenizer, the Kafka client and the event loop

@@ -6,9 +6,10 @@ Four asyncio tasks connected by bounded state:
   ``max_in_flight`` records are fetched but unacknowledged, all owned partitions are paused
   (so aiokafka stops prefetching too) until half of them are acknowledged: memory stays flat
   under any backlog.
-* batch: closes batches at ``max_batch_size`` / ``max_wait_ms``, runs the model in a
-  single worker thread, builds label and dead-letter records and hands them to the producer
-  in offset order (per-partition, and so per-key, order holds downstream).
+* batch: closes batches at ``max_batch_size`` / ``max_wait_ms`` and runs up to
+  ``model.workers`` of them at once in worker threads; finished batches are published
+  strictly in the order they were started, so records reach the producer in offset order
+  (per-partition, and so per-key, order holds downstream).
 * ack (at_least_once): awaits broker acknowledgements in order and marks offsets done.
 * commit (at_least_once): every ``commit_interval_ms`` commits each partition's watermark,
   the highest position with all earlier fetched offsets acknowledged (the steps in checkpoint.py).
@@ -62,6 +63,15 @@ H_VALUE_DROPPED = "sentiwire.value_dropped"
 
 class PipelineError(Exception):
     """A failure the daemon cannot ride out (producer fenced, broker rejected labels)."""
+
+
+@dataclass(slots=True)
+class _Running:
+    """A batch handed to the worker threads; published when it and every older batch is done."""
+
+    items: list[_Item]
+    clf: Classifier
+    task: asyncio.Task[tuple[list[_Item], BatchResult | None]]
 
 
 @dataclass(slots=True)
@@ -127,7 +137,9 @@ class Pipeline:
         self._txn_started: float | None = None
         self._txn_outs: list[_Out] = []
         self._txn_futures: list[asyncio.Future[Any]] = []
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiwire-infer")
+        self._workers = settings.model.workers
+        self._running: deque[_Running] = deque()
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sentiwire-infer")
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---------------------------------------------------------------- lifecycle
@@ -266,29 +278,56 @@ class Pipeline:
 
     async def _batch_loop(self) -> None:
         acc = self._acc
-        while not self._closed:
-            now = time.monotonic()
-            while self._queue:
-                full = acc.add(self._queue.popleft(), now)
-                if full is not None:
-                    await self._process(full)
-                    now = time.monotonic()
-            if len(acc) and (acc.due(now) or self._draining or self.rebalancing):
-                await self._process(acc.take())
-                continue
-            if self._txn_due(now):
-                await self._commit_transaction()
-                continue
-            deadlines = [d for d in (acc.deadline(), self._txn_deadline()) if d is not None]
-            timeout = min([0.1, *(max(d - now, 0.0) for d in deadlines)])
-            self._queue_event.clear()
-            if not self._queue:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._queue_event.wait()
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                while self._queue:
+                    full = acc.add(self._queue.popleft(), now)
+                    if full is not None:
+                        await self._launch(full)
+                        now = time.monotonic()
+                if self._running and self._running[0].task.done():
+                    await self._publish_oldest()
+                    continue
+                flushing = self._draining or self.rebalancing
+                if len(acc) and (acc.due(now) or flushing):
+                    await self._launch(acc.take())
+                    continue
+                if self._running and flushing:
+                    await self._publish_oldest()
+                    continue
+                if self._txn_due(now):
+                    await self._commit_transaction()
+                    continue
+                deadlines = [d for d in (acc.deadline(), self._txn_deadline()) if d is not None]
+                timeout = min([0.1, *(max(d - now, 0.0) for d in deadlines)])
+                self._queue_event.clear()
+                if not self._queue:
+                    await self._wait_for_work(timeout)
+        finally:
+            for running in self._running:
+                running.task.cancel()
 
-    async def _process(self, items: list[_Item]) -> None:
+    async def _wait_for_work(self, wait_s: float) -> None:
+        """Sleep until new records, the oldest running batch finishing, or ``wait_s`` seconds."""
+        queued = asyncio.create_task(self._queue_event.wait())
+        waiters: set[asyncio.Future[Any]] = {queued}
+        if self._running:
+            waiters.add(self._running[0].task)
+        try:
+            await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            queued.cancel()
+
+    async def _launch(self, items: list[_Item]) -> None:
+        """Start a batch on a worker thread; with every worker busy, publish the oldest first."""
+        while len(self._running) >= self._workers:
+            await self._publish_oldest()
         clf = self.models.current  # one model per batch: hot reload swaps between batches
+        task = asyncio.create_task(self._run(clf, items), name="batch-inference")
+        self._running.append(_Running(items, clf, task))
+
+    async def _run(self, clf: Classifier, items: list[_Item]) -> tuple[list[_Item], BatchResult | None]:
         texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
         result: BatchResult | None = None
         if texts:
@@ -299,13 +338,20 @@ class Pipeline:
                 items = await self._isolate_failures(clf, items)
                 texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
                 result = await self._infer(clf, texts) if texts else None
-            if result is not None:
-                self._observe_batch(result, len(texts))
+        return items, result
+
+    async def _publish_oldest(self) -> None:
+        running = self._running[0]
+        items, result = await running.task
+        self._running.popleft()
+        clf = running.clf
+        if result is not None:
+            self._observe_batch(result, len(result.predictions))
         outs = self._build(items, result, clf.bundle.name, clf.bundle.version)
         log.debug(
             "batch",
             size=len(items),
-            texts=len(texts),
+            texts=len(result.predictions) if result else 0,
             partitions=sorted({f"{t}-{p}" for t, p in (it.tp for it in items)}),
             offsets=_offset_ranges(items),
             tokenize_ms=round(result.tokenize_s * 1000, 2) if result else 0.0,

@@ -49,6 +49,11 @@ def fingerprint(path: Path) -> Fingerprint | None:
     return Fingerprint(real, None if version is None else str(version), stat.st_mtime_ns)
 
 
+def threads_per_worker(workers: int) -> int:
+    """The CPUs this process may run on (its affinity mask, not the host's count), shared out."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def load_classifier(cfg: ModelConfig) -> Classifier:
     """Load + verify every file's sha256 + build the session + warm up. Blocking: run in a thread."""
     bundle = load_bundle(cfg.path, verify=True)
@@ -56,7 +61,7 @@ def load_classifier(cfg: ModelConfig) -> Classifier:
         bundle,
         variant=cfg.variant,
         device=cfg.device,
-        intra_op_threads=cfg.intra_op_threads,
+        intra_op_threads=cfg.intra_op_threads or threads_per_worker(cfg.workers),
         allow_spinning=cfg.allow_spinning,
     )
     clf.predict(list(WARMUP_TEXTS))
