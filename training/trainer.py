@@ -501,9 +501,20 @@ def fit_time_budget(
     per_step = loop_seconds / max(1, step)
     per_eval = dev_rows / max(1, batch_size) * per_step * EVAL_COST_PER_ROW
     remaining = budget - elapsed
-    evals_left = max(1, math.ceil((total - step) / max(1, eval_every)))
-    fit = step + int((remaining - evals_left * per_eval) / per_step)
-    return max(step + 1, min(total, fit))
+    every = max(1, eval_every)
+
+    def fit_for(end: int) -> int:
+        # Evaluations a schedule ending at `end` still runs: periodic ones before it + the final one.
+        evals_left = 1 + max(0, (end - 1) // every - step // every)
+        return max(step + 1, min(total, step + int((remaining - evals_left * per_eval) / per_step)))
+
+    # Fewer steps mean fewer evaluations, which frees time for steps: settle the two.
+    fit, previous = fit_for(total), total
+    for _ in range(10):
+        if fit == previous:
+            break
+        fit, previous = fit_for(fit), fit
+    return min(fit, previous)
 
 
 def _summary_line(metrics: dict[str, Any]) -> str:

@@ -91,6 +91,9 @@ def test_fit_time_budget() -> None:
     assert fit_time_budget(10, 1000, 10.0, 20.0, 100.0, 1000, 10, 1000) == 10 + 46
     assert fit_time_budget(10, 50, 10.0, 20.0, 10_000.0, 10, 10, 50) == 50  # never lengthens
     assert fit_time_budget(10, 1000, 10.0, 200.0, 100.0, 1000, 10, 1000) == 11  # over budget: stop soon
+    # 1 s/step, 180 s left, 10 s per evaluation every 100 steps: the shortened schedule runs
+    # 2 evaluations (step 100 + the final one), not the 10 the original 1000 steps would have.
+    assert fit_time_budget(10, 1000, 10.0, 20.0, 200.0, 300, 10, 100) == 170
 
 
 def test_dev_metrics_by_source_and_slice_and_monitor() -> None:
