@@ -14,7 +14,6 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import threading
@@ -30,6 +29,7 @@ from bench.texts import load_texts
 from streamer.batching import padding_waste, plan_buckets, take_rows
 from streamer.bundle import load_bundle
 from streamer.inference import Classifier, Encoded
+from streamer.reload import usable_cpus
 
 
 def time_batches(
@@ -129,7 +129,7 @@ def main() -> None:
     short = texts["short"][: args.n_texts]
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     out: dict[str, Any] = {"bundle": str(args.bundle), "max_length": bundle.max_length, "variants": {}}
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     configs = sorted({(1, cpus), (args.workers, max(1, cpus // args.workers))})
     for variant in args.variants.split(","):
         clfs = {

@@ -49,9 +49,16 @@ def fingerprint(path: Path) -> Fingerprint | None:
     return Fingerprint(real, None if version is None else str(version), stat.st_mtime_ns)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def threads_per_worker(workers: int) -> int:
-    """The CPUs this process may run on (its affinity mask, not the host's count), shared out."""
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    """ONNX Runtime threads for each of ``workers`` concurrent batches (at least one)."""
+    return max(1, usable_cpus() // workers)
 
 
 def load_classifier(cfg: ModelConfig) -> Classifier:

@@ -72,3 +72,17 @@ def test_session_spinning_follows_config(tiny_bundle: Path) -> None:
 
     assert spinning(ModelConfig(path=tiny_bundle)) == "0"
     assert spinning(ModelConfig(path=tiny_bundle, allow_spinning=True)) == "1"
+
+
+def test_threads_are_shared_out_among_workers(tiny_bundle: Path) -> None:
+    """``intra_op_threads: 0`` gives each of ``workers`` batches its share of the CPUs."""
+    from streamer.reload import threads_per_worker, usable_cpus
+
+    def threads(cfg: ModelConfig) -> int:
+        return int(load_classifier(cfg)._session.get_session_options().intra_op_num_threads)
+
+    assert threads_per_worker(1) == usable_cpus()
+    assert threads_per_worker(10_000) == 1
+    assert threads(ModelConfig(path=tiny_bundle, workers=1)) == usable_cpus()
+    assert threads(ModelConfig(path=tiny_bundle, workers=64)) == 1
+    assert threads(ModelConfig(path=tiny_bundle, workers=2, intra_op_threads=3)) == 3
