@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from streamer.inference import Classifier, Encoded
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ModelHolder
+from tests.streamer.fakes import ConsumerStub, FakeProducer
 from tests.streamer.helpers import config_dict, settings_from
 
 TOPIC = "news"
@@ -47,11 +48,10 @@ class _Record:
 
 
 @dataclass
-class FakeConsumer:
+class FakeConsumer(ConsumerStub):
     """Serves both partitions' records, five of each per fetch, then nothing."""
 
     next_offset: int = 0
-    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         if self.next_offset >= N_PER_PARTITION:
@@ -61,27 +61,6 @@ class FakeConsumer:
         return {
             TopicPartition(TOPIC, p): [_Record(o, p) for o in range(lo, self.next_offset)] for p in (0, 1)
         }
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(dict(offsets))
-
-    def pause(self, *tps: TopicPartition) -> None: ...
-    def resume(self, *tps: TopicPartition) -> None: ...
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return None
-
-
-@dataclass
-class FakeProducer:
-    sent: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-    async def send(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None
-    ) -> Any:
-        self.sent.append((topic, value))
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
 
 
 class SlowFirstClassifier(Classifier):

@@ -21,6 +21,7 @@ from streamer.inference import Classifier
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ModelHolder
+from tests.streamer.fakes import ConsumerStub, FakeProducer
 from tests.streamer.helpers import config_dict, settings_from
 
 TOPIC = "news"
@@ -41,11 +42,10 @@ class _Record:
 
 
 @dataclass
-class FakeConsumer:
+class FakeConsumer(ConsumerStub):
     """getmany() serves offset 0 at once; offsets 1-4 only once the final commit has begun."""
 
     late: asyncio.Event = field(default_factory=asyncio.Event)
-    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     served_first: bool = False
     served_late: bool = False
 
@@ -66,28 +66,10 @@ class FakeConsumer:
         return {}
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(dict(offsets))
+        await super().commit(offsets)
         if len(self.commits) >= 1 and self.served_first:
             self.late.set()  # the fetch in progress returns now, mid-commit
             await asyncio.sleep(0.3)  # time enough for the batch loop to label what it got
-
-    def pause(self, *tps: TopicPartition) -> None: ...
-    def resume(self, *tps: TopicPartition) -> None: ...
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return None
-
-
-@dataclass
-class FakeProducer:
-    sent: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-    async def send(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None
-    ) -> Any:
-        self.sent.append((topic, value))
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
 
 
 async def test_records_fetched_during_stop_are_left_for_the_next_owner(
