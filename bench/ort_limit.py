@@ -166,7 +166,6 @@ def main() -> None:
         out["variants"][variant] = {
             "sweeps": sweeps,
             "daemon_mode": daemon_mode,
-            "best_batch_size": bs,
             "limit": limit,
             "kinds": kinds,
         }

@@ -432,7 +432,7 @@ def markdown(res: dict[str, Any]) -> str:
         for variant, v in ort.items():
             k = v["kinds"]
             lines.append(
-                f"ORT {variant} at batch {v['best_batch_size']}: phrasebank {fmt(k['phrasebank']['msgs_per_s'])}, "
+                f"ORT {variant} at batch {v['limit']['batch_size']}: phrasebank {fmt(k['phrasebank']['msgs_per_s'])}, "
                 f"tweets {fmt(k['tweets']['msgs_per_s'])}, BBC articles {fmt(k['bbc']['msgs_per_s'])} msg/s; "
                 f"mixed {fmt(k['mixed_unbucketed']['msgs_per_s'])} msg/s unbucketed -> "
                 f"{fmt(k['mixed_bucketed']['msgs_per_s'])} bucketed."

@@ -52,7 +52,6 @@ def _result() -> dict[str, Any]:
                     "sweeps": sweeps,
                     "daemon_mode": "1 worker x 2 threads, arrival order",
                     "limit": pick_limit(sweeps),
-                    "best_batch_size": 32,
                     "kinds": kinds,
                 }
             },
