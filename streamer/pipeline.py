@@ -67,9 +67,11 @@ class PipelineError(Exception):
 
 @dataclass(slots=True)
 class _Running:
-    """A batch handed to the worker threads; published when it and every older batch is done."""
+    """A batch handed to the worker threads; published when it and every older batch is done.
 
-    items: list[_Item]
+    The task returns the batch's items: failure isolation may have turned some into dead letters.
+    """
+
     clf: Classifier
     task: asyncio.Task[tuple[list[_Item], BatchResult | None]]
 
@@ -325,7 +327,7 @@ class Pipeline:
             await self._publish_oldest()
         clf = self.models.current  # one model per batch: hot reload swaps between batches
         task = asyncio.create_task(self._run(clf, items), name="batch-inference")
-        self._running.append(_Running(items, clf, task))
+        self._running.append(_Running(clf, task))
 
     async def _run(self, clf: Classifier, items: list[_Item]) -> tuple[list[_Item], BatchResult | None]:
         texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
