@@ -15,7 +15,10 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from streamer.enums import Variant
+from streamer.errors import UsageError
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -25,7 +28,7 @@ REQUIRED_FILES = (ONNX_FILES["fp32"], ONNX_FILES["int8"], TOKENIZER_FILE)
 REQUIRED_KEYS = ("format_version", "name", "version", "created_at", "heads", "max_length", "files")
 
 
-class BundleError(Exception):
+class BundleError(UsageError):
     """A bundle that cannot be served; the message names the file and the problem."""
 
 
@@ -44,7 +47,7 @@ class Bundle:
     max_length: int
     manifest: dict[str, Any]
 
-    def onnx_path(self, variant: Literal["fp32", "int8"]) -> Path:
+    def onnx_path(self, variant: Variant | str) -> Path:
         if variant not in ONNX_FILES:
             raise BundleError(f"{self.path}: unknown model variant {variant!r} (expected fp32 or int8)")
         return self.path / ONNX_FILES[variant]

@@ -16,12 +16,14 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streamer.alerting.config import AlertsConfig
+from streamer.enums import Delivery, Device, Variant
+from streamer.errors import UsageError
 
 ENV_PREFIX = "SENTIWIRE_"
 _SECRET_HINTS = ("password", "secret", "token")
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """Invalid or unreadable configuration; the message names the field or file."""
 
 
@@ -89,8 +91,8 @@ class OutputConfig(_Section):
 
 class ModelConfig(_Section):
     path: Path = Path("models/current")
-    variant: Literal["fp32", "int8"] = "fp32"
-    device: Literal["auto", "cpu", "cuda", "tensorrt"] = "cpu"
+    variant: Variant = Variant.FP32
+    device: Device = Device.CPU
     # Batches run concurrently by this many inference threads, each ONNX Runtime call with
     # intra_op_threads threads (0: the CPUs this process may use, divided among the workers).
     # Several single-threaded batches beat one batch over all cores on small CPUs: small
@@ -154,7 +156,7 @@ class Settings(BaseSettings):
     output: OutputConfig = OutputConfig()
     model: ModelConfig = ModelConfig()
     batching: BatchingConfig = BatchingConfig()
-    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
     exactly_once: ExactlyOnceConfig = ExactlyOnceConfig()
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from streamer.bundle import Bundle
+from streamer.enums import Device, Variant
+from streamer.errors import UsageError
 
-Variant = Literal["fp32", "int8"]
-Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+_E = TypeVar("_E", bound=StrEnum)
 
 _PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -28,7 +30,7 @@ _PROVIDERS: dict[str, str] = {
 }
 
 
-class InferenceError(Exception):
+class InferenceError(UsageError):
     """The model cannot run as asked (missing execution provider, bad bundle outputs)."""
 
 
@@ -48,6 +50,15 @@ class HeadPrediction:
     label: str
     score: float
     scores: dict[str, float]
+
+
+def _choice(enum: type[_E], value: str, what: str) -> _E:
+    """``value`` as a member of ``enum``; an InferenceError naming the choices otherwise."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum)
+        raise InferenceError(f"unknown {what} {value!r} (expected one of {choices})") from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -99,15 +110,13 @@ class Classifier:
         self,
         bundle: Bundle,
         *,
-        variant: Variant = "fp32",
-        device: Device = "cpu",
+        variant: Variant | str = Variant.FP32,
+        device: Device | str = Device.CPU,
         intra_op_threads: int = 0,
         allow_spinning: bool = False,
     ) -> None:
-        if variant not in ("fp32", "int8"):
-            raise InferenceError(f"unknown variant {variant!r} (expected fp32 or int8)")
-        if device not in ("auto", "cpu", "cuda", "tensorrt"):
-            raise InferenceError(f"unknown device {device!r} (expected auto, cpu, cuda or tensorrt)")
+        variant = _choice(Variant, variant, "variant")
+        device = _choice(Device, device, "device")
         self.bundle = bundle
         self.variant: Variant = variant
         self._tokenizer = self._load_tokenizer(bundle)
