@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from streamer.config import ModelConfig, Settings
 from streamer.http import HttpServer
 from streamer.inference import Classifier
-from streamer.kafka_io import make_consumer, make_producer
+from streamer.kafka.clients import make_consumer, make_producer
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ModelHolder, Reloader, fingerprint, load_classifier

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import streamer
 import streamer.app, streamer.pipeline, streamer.inference, streamer.bundle, streamer.reload
-import streamer.config, streamer.http, streamer.kafka_io, streamer.messages, streamer.worker
+import streamer.config, streamer.http, streamer.kafka.clients, streamer.messages, streamer.worker
 from sentiwire.cli import _register, app
 
 _register()

@@ -409,7 +409,7 @@ def read_corrections(
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         from streamer.config import load_settings
-        from streamer.kafka_io import client_kwargs
+        from streamer.kafka.clients import client_kwargs
 
         settings = load_settings(settings_path)
         consumer = AIOKafkaConsumer(

@@ -34,7 +34,7 @@ from streamer.alerting.detector import AlertEvent, SpikeDetector, event_time
 from streamer.alerting.metrics import AlertMetrics, default_metrics
 from streamer.alerting.state import ScopeAlertRecord, StateError, reconcile, record_for, scope_key
 from streamer.config import KafkaConfig
-from streamer.kafka_io import client_kwargs
+from streamer.kafka.clients import client_kwargs
 
 log = structlog.get_logger("sentiwire.alerts")
 

@@ -12,7 +12,7 @@ import yaml
 from pydantic import SecretStr
 
 from streamer.config import KafkaConfig, Settings
-from streamer.kafka_io import client_kwargs, make_producer
+from streamer.kafka.clients import client_kwargs, make_producer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""aiokafka client factories. The only place that maps our config to client arguments.
+"""aiokafka client factories: the only place that maps our config to client arguments.
 
 Security settings (SSL, SASL PLAIN/SCRAM) pass through unchanged to every client; the
 alert engine uses :func:`client_kwargs` too so one ``kafka`` section configures all.
@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
 from streamer.config import KafkaConfig, Settings
+from streamer.enums import Delivery
 
 # Room for our dead-letter headers on top of a maximal input record.
 _REQUEST_HEADROOM = 64 * 1024
@@ -43,7 +44,7 @@ def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     """Group consumer with manual commits; read_committed under exactly_once."""
-    exactly_once = settings.delivery == "exactly_once"
+    exactly_once = settings.delivery == Delivery.EXACTLY_ONCE
     return AIOKafkaConsumer(
         **client_kwargs(settings.kafka),
         group_id=settings.input.group_id,
@@ -67,7 +68,26 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         "compression_type": settings.output.compression,
         "max_request_size": max(1_048_576, settings.input.max_message_bytes * 2 + _REQUEST_HEADROOM),
     }
-    if settings.delivery == "exactly_once":
+    if settings.delivery == Delivery.EXACTLY_ONCE:
         kw["transactional_id"] = settings.transactional_id()
         kw["transaction_timeout_ms"] = settings.exactly_once.transaction_timeout_ms
     return AIOKafkaProducer(**kw)
+
+
+def make_reader(
+    kafka: KafkaConfig, *, client_id: str | None = None, read_committed: bool = True
+) -> AIOKafkaConsumer:
+    """A group-less consumer for reading assigned partitions (alert engine, corrections, tools).
+
+    ``read_committed`` by default: labels of aborted transactions are never read.
+    """
+    kw = client_kwargs(kafka)
+    if client_id is not None:
+        kw["client_id"] = client_id
+    return AIOKafkaConsumer(
+        **kw,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+    )
