@@ -10,10 +10,10 @@ import orjson
 import pytest
 import yaml
 
+from streamer.testing import daemon_config
 from tests.retrain.conftest import served_copy
 from tests.retrain.helpers import Splits
 from tests.streamer.helpers import (
-    config_dict,
     consume_all,
     json_messages,
     produce,
@@ -46,8 +46,8 @@ async def test_running_daemon_serves_the_promoted_version(
 ) -> None:
     served = served_copy(weak_bundle, tmp_path / "models")
     topic, labels, dlq = kafka_topic_factory(2), kafka_topic_factory(2), kafka_topic_factory(1)
-    cfg = config_dict(
-        bootstrap=kafka_bootstrap, bundle=served, topic=topic, labels=labels, dlq=dlq, group="retrain-e2e"
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap, bundle=served, topics=topic, labels=labels, dlq=dlq, group="retrain-e2e"
     )
     cfg["model"] = {"path": str(served), "reload_interval_s": 0.2}
     settings = settings_from(tmp_path, cfg)

@@ -47,34 +47,6 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def config_dict(
-    *,
-    bootstrap: str,
-    bundle: Path,
-    topic: str,
-    labels: str,
-    dlq: str,
-    group: str,
-    **sections: Any,
-) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": bootstrap},
-        "input": {"topics": [topic], "group_id": group},
-        "output": {"labels_topic": labels, "dead_letter_topic": dlq, "linger_ms": 2},
-        "model": {"path": str(bundle), "reload_interval_s": 0},
-        "batching": {"max_batch_size": 16, "max_wait_ms": 5, "max_in_flight": 256, "commit_interval_ms": 200},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "logging": {"level": "INFO", "format": "json"},
-        "shutdown_timeout_s": 10,
-    }
-    for name, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(name), dict):
-            cfg[name] = {**cfg[name], **value}
-        else:
-            cfg[name] = value
-    return cfg
-
-
 def settings_from(tmp_path: Path, cfg: dict[str, Any], name: str = "config.yaml") -> Settings:
     return load_settings(write_config(tmp_path / name, cfg))
 

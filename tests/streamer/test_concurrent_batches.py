@@ -23,8 +23,8 @@ from streamer.inference import Classifier, Encoded
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ModelHolder
-from tests.streamer.fakes import ConsumerStub, FakeProducer
-from tests.streamer.helpers import config_dict, settings_from
+from streamer.testing import ConsumerStub, FakeProducer, daemon_config
+from tests.streamer.helpers import settings_from
 
 TOPIC = "news"
 N_PER_PARTITION = 60
@@ -91,8 +91,8 @@ class SlowFirstClassifier(Classifier):
 async def test_labels_keep_offset_order_whatever_order_batches_finish(
     tiny_bundle: Path, tmp_path: Path, workers: int
 ) -> None:
-    cfg = config_dict(
-        bootstrap="127.0.0.1:9", bundle=tiny_bundle, topic=TOPIC, labels="labels", dlq="dlq", group="g"
+    cfg = daemon_config(
+        bootstrap="127.0.0.1:9", bundle=tiny_bundle, topics=TOPIC, labels="labels", dlq="dlq", group="g"
     )
     cfg["model"]["workers"] = workers
     cfg["batching"].update(max_batch_size=8, max_wait_ms=1, commit_interval_ms=60_000)

@@ -19,8 +19,8 @@ from streamer.app import Daemon
 from streamer.bundle import load_bundle
 from streamer.inference import Classifier
 from streamer.messages import H_ERROR, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
+from streamer.testing import daemon_config
 from tests.streamer.helpers import (
-    config_dict,
     consume_all,
     json_messages,
     produce,
@@ -71,10 +71,10 @@ async def test_labels_match_predict_dead_letters_and_metrics(
         headers=[("trace", b"abc")],
     )
 
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="e2e",
@@ -187,10 +187,10 @@ async def test_backpressure_bounds_in_flight(
     await produce(
         kafka_bootstrap, topic, json_messages([f"Backlog item {i} beat estimates." for i in range(n)])
     )
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="backpressure",
@@ -215,10 +215,10 @@ async def test_alert_engine_runs_in_process(
     kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="with-alerts",
@@ -242,10 +242,10 @@ async def test_oversized_records_leave_out_text_or_value(
     big = "Revenue grew strongly across all regions. " * 80  # ~3.4 KB: fine as input, too big as a label
     await produce(kafka_bootstrap, topic, [*json_messages(["Short headline.", big]), b"\xff" * 3000])
     await produce(kafka_bootstrap, topic, [None], keys=[b"gone"])  # a tombstone
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="big-label",
@@ -293,8 +293,8 @@ async def test_model_failure_on_one_message_dead_letters_it(
     texts = [f"Normal headline {i}." for i in range(20)]
     texts[7] = "POISON pill"
     await produce(kafka_bootstrap, topic, json_messages(texts))
-    cfg = config_dict(
-        bootstrap=kafka_bootstrap, bundle=tiny_bundle, topic=topic, labels=labels, dlq=dlq, group="poison"
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap, bundle=tiny_bundle, topics=topic, labels=labels, dlq=dlq, group="poison"
     )
 
     def loader(model_cfg):  # type: ignore[no-untyped-def]

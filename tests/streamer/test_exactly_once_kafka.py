@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamer.testing import daemon_config
 from tests.streamer.helpers import (
     committed,
-    config_dict,
     consume_all,
     json_messages,
     produce,
@@ -30,10 +30,10 @@ async def test_exactly_once_read_committed(
     values[10] = b"not json"
     values[200] = b'{"text": ""}'
     sent = await produce(kafka_bootstrap, topic, values)
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="eos",

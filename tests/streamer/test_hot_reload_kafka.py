@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamer.testing import daemon_config
 from tests.streamer.helpers import (
-    config_dict,
     consume_all,
     json_messages,
     produce_steadily,
@@ -34,10 +34,10 @@ async def test_hot_reload_under_load(
     current = tmp_path / "current"
     current.symlink_to(v1)
     n = 1600
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=current,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="reload",

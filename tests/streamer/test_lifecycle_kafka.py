@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamer.testing import daemon_config
 from tests.streamer.helpers import (
     DaemonProcess,
     committed,
-    config_dict,
     consume_all,
     json_messages,
     labeled_positions,
@@ -40,8 +40,8 @@ async def test_sigterm_drains_commits_and_restart_reprocesses_nothing(
 ) -> None:
     topic, labels, dlq = kafka_topic_factory(3), kafka_topic_factory(3), kafka_topic_factory(1)
     n = 3000
-    cfg = config_dict(
-        bootstrap=kafka_bootstrap, bundle=tiny_bundle, topic=topic, labels=labels, dlq=dlq, group="sigterm"
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap, bundle=tiny_bundle, topics=topic, labels=labels, dlq=dlq, group="sigterm"
     )
     config = write_config(tmp_path / "c.yaml", cfg)
     first = DaemonProcess(config, tmp_path / "first.log")
@@ -85,10 +85,10 @@ async def test_two_daemons_split_partitions_and_survivor_takes_over(
 ) -> None:
     topic, labels, dlq = kafka_topic_factory(4), kafka_topic_factory(4), kafka_topic_factory(1)
     n = 2000
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group="pair",
@@ -129,10 +129,10 @@ async def test_kill_9_at_random_points(
     topic, labels, dlq = kafka_topic_factory(4), kafka_topic_factory(4), kafka_topic_factory(1)
     n, kills = 20_000, 3
     rng = random.Random(7)
-    cfg = config_dict(
+    cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
-        topic=topic,
+        topics=topic,
         labels=labels,
         dlq=dlq,
         group=f"crash-{delivery}",

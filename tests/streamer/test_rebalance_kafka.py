@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from streamer.testing import daemon_config
 from tests.streamer.helpers import (
-    config_dict,
     consume_all,
     json_messages,
     labeled_positions,
@@ -35,10 +35,10 @@ async def test_join_and_leave_under_load(
     group = f"rebalance-{delivery}"
 
     def settings(name: str):
-        cfg = config_dict(
+        cfg = daemon_config(
             bootstrap=kafka_bootstrap,
             bundle=tiny_bundle,
-            topic=topic,
+            topics=topic,
             labels=labels,
             dlq=dlq,
             group=group,

@@ -21,8 +21,8 @@ from streamer.inference import Classifier
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.reload import ModelHolder
-from tests.streamer.fakes import ConsumerStub, FakeProducer
-from tests.streamer.helpers import config_dict, settings_from
+from streamer.testing import ConsumerStub, FakeProducer, daemon_config
+from tests.streamer.helpers import settings_from
 
 TOPIC = "news"
 
@@ -75,8 +75,8 @@ class FakeConsumer(ConsumerStub):
 async def test_records_fetched_during_stop_are_left_for_the_next_owner(
     tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    cfg = config_dict(
-        bootstrap="127.0.0.1:9", bundle=tiny_bundle, topic=TOPIC, labels="labels", dlq="dlq", group="g"
+    cfg = daemon_config(
+        bootstrap="127.0.0.1:9", bundle=tiny_bundle, topics=TOPIC, labels="labels", dlq="dlq", group="g"
     )
     cfg["batching"]["commit_interval_ms"] = 60_000  # only the shutdown commit
     settings = settings_from(tmp_path, cfg)
