@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 
 from sentiwire.devbroker import REPO_ROOT
-from streamer.bundle import load_bundle
+from streamer.model.bundle import load_bundle
 
 TRAINED = REPO_ROOT / "models" / "sentiwire-minilm"
 # The served recipe's max_length (MINILM_RECIPE in the Makefile), so both bundles cost the same.
@@ -27,7 +27,7 @@ def build_random_heads(out_dir: Path, data_dir: Path) -> Path:
     """Export pretrained MiniLM + randomly initialised sentiment/topic heads through the real export."""
     import torch
 
-    from streamer.bundle import HeadSpec
+    from streamer.model.bundle import HeadSpec
     from training.base_models import minilm_dir
     from training.export import build_bundle
     from training.model import MultiHeadClassifier, load_encoder

@@ -26,10 +26,11 @@ import numpy as np
 import orjson
 
 from bench.texts import load_texts
-from streamer.batching import padding_waste, plan_buckets, take_rows
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier, Encoded
-from streamer.reload import usable_cpus
+from streamer.model.buckets import padding_waste, plan_buckets, take_rows
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
+from streamer.model.loading import usable_cpus
+from streamer.model.tokenizer import Encoded
 
 
 def time_batches(

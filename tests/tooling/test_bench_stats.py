@@ -9,7 +9,7 @@ import pytest
 
 from bench.ort_limit import pick_limit
 from bench.procstats import Sample, Sampler, percentiles
-from bench.run import markdown, summarize
+from bench.report import markdown, summarize
 
 
 def test_cores_interpolates_cpu_between_samples() -> None:
