@@ -4,9 +4,10 @@
 The chart is rendered by a real helm binary with each values set CI cares about; every
 rendered object is validated against the schemas of a current Kubernetes release
 (kubernetes-validate, strict: unknown fields fail), the operator CRDs we emit are checked
-against structural schemas written here from their CRD definitions, references between
-objects are resolved (a Service that selects no pod is a silent outage), the rendered
-PrometheusRule goes through ``promtool check rules`` and the Dockerfile through hadolint.
+against structural schemas written from their CRD definitions (data files in
+``deploy/schemas/``), references between objects are resolved (a Service that selects no
+pod is a silent outage), the rendered PrometheusRule goes through ``promtool check rules``
+and the Dockerfile through hadolint.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
+from referencing import Registry, Resource
+
+from streamer.errors import ExitCode, SentiwireError
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "sentiwire"
+SCHEMAS = ROOT / "deploy" / "schemas"
 KUBE_VERSION = "1.37.0"
 
 
@@ -48,197 +55,34 @@ VALUE_SETS: dict[str, ValueSet] = {
     ),
 }
 
-_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"}
-_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)(y|w|d|h|m|s|ms))+)$"}
-_METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": _NAME,
-        "namespace": _NAME,
-        "labels": _STR_MAP,
-        "annotations": _STR_MAP,
-    },
-}
 
-
-def _crd(spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": _METADATA,
-            "spec": spec,
-        },
-    }
-
-
-# Structural subsets of the CRDs' openAPIV3Schema (prometheus-operator v0.8x, KEDA v2.1x):
-# every field we render is listed, unknown fields fail, as the API server's pruning would drop them.
-CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): _crd(
-        {
-            "type": "object",
-            "required": ["selector", "endpoints"],
-            "additionalProperties": False,
-            "properties": {
-                "jobLabel": {"type": "string"},
-                "selector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"matchLabels": _STR_MAP, "matchExpressions": {"type": "array"}},
-                },
-                "namespaceSelector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "any": {"type": "boolean"},
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "endpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "port": {"type": "string"},
-                            "path": {"type": "string", "pattern": "^/"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": _DURATION,
-                            "scrapeTimeout": _DURATION,
-                            "honorLabels": {"type": "boolean"},
-                        },
-                        "required": ["port"],
-                    },
-                },
-            },
-        }
-    ),
-    ("monitoring.coreos.com/v1", "PrometheusRule"): _crd(
-        {
-            "type": "object",
-            "required": ["groups"],
-            "additionalProperties": False,
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "rules"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "interval": _DURATION,
-                            "limit": {"type": "integer"},
-                            "query_offset": _DURATION,
-                            "labels": _STR_MAP,
-                            "rules": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["expr"],
-                                    "additionalProperties": False,
-                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
-                                    "properties": {
-                                        "alert": {"type": "string"},
-                                        "record": {"type": "string"},
-                                        "expr": {"type": ["string", "integer"]},
-                                        "for": _DURATION,
-                                        "keep_firing_for": _DURATION,
-                                        "labels": _STR_MAP,
-                                        "annotations": _STR_MAP,
-                                    },
-                                },
-                            },
-                        },
-                    },
-                }
-            },
-        }
-    ),
-    ("keda.sh/v1alpha1", "ScaledObject"): _crd(
-        {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "additionalProperties": False,
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "name": {"type": "string"},
-                    },
-                },
-                "minReplicaCount": {"type": "integer", "minimum": 0},
-                "maxReplicaCount": {"type": "integer", "minimum": 1},
-                "idleReplicaCount": {"type": "integer", "minimum": 0},
-                "pollingInterval": {"type": "integer", "minimum": 1},
-                "cooldownPeriod": {"type": "integer", "minimum": 0},
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"type": "string"},
-                            "name": {"type": "string"},
-                            # KEDA's CRD types trigger metadata as map[string]string.
-                            "metadata": _STR_MAP,
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "kind": {
-                                        "enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        }
-    ),
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): _crd(
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "secretTargetRef": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["parameter", "name", "key"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "parameter": {"type": "string"},
-                            "name": {"type": "string"},
-                            "key": {"type": "string"},
-                        },
-                    },
-                }
-            },
-        }
-    ),
-}
-
-
-class CheckError(Exception):
+class CheckError(SentiwireError):
     """A deploy check failed; the message names the values set, object and field."""
+
+
+def load_crd_schemas(folder: Path = SCHEMAS) -> dict[tuple[str, str], Validator]:
+    """A validator per (apiVersion, kind) for the CRD schemas in ``folder`` (``common.yaml`` is shared).
+
+    Each schema names its object with ``const`` apiVersion and kind; ``$ref`` between the files
+    resolves by file name.
+    """
+    docs = {path.name: yaml.safe_load(path.read_text()) for path in sorted(folder.glob("*.yaml"))}
+    registry: Registry[Any] = Registry().with_resources(
+        (name, Resource.from_contents(doc)) for name, doc in docs.items()
+    )
+    validators: dict[tuple[str, str], Validator] = {}
+    for doc in docs.values():
+        props = doc.get("properties", {})
+        if "kind" not in props:
+            continue  # shared definitions only
+        key = (props["apiVersion"]["const"], props["kind"]["const"])
+        Draft202012Validator.check_schema(doc)
+        validators[key] = Draft202012Validator(doc, registry=registry)
+    return validators
+
+
+# Structural subsets of the CRDs' openAPIV3Schema (prometheus-operator v0.8x, KEDA v2.1x).
+CRD_SCHEMAS = load_crd_schemas()
 
 
 @dataclass
@@ -288,11 +132,10 @@ def validate_object(obj: dict[str, Any]) -> None:
     """Kubernetes schemas for built-in kinds, our structural schemas for CRDs; unknown kinds fail."""
     key = (str(obj.get("apiVersion")), str(obj.get("kind")))
     if key in CRD_SCHEMAS:
-        try:
-            jsonschema.validate(obj, CRD_SCHEMAS[key])
-        except jsonschema.ValidationError as e:
-            path = ".".join(str(p) for p in e.absolute_path)
-            raise CheckError(f"{kind_name(obj)}: {path}: {e.message}") from None
+        error = best_match(CRD_SCHEMAS[key].iter_errors(obj))
+        if error is not None:
+            path = ".".join(str(p) for p in error.absolute_path)
+            raise CheckError(f"{kind_name(obj)}: {path}: {error.message}")
         return
     try:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -479,9 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(report.lines))
     if report.errors:
         print(f"deploy-check: {len(report.errors)} failure(s)", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     print("deploy-check: all passed")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":
