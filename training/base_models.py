@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.bundle import sha256_file
+from streamer.model.bundle import sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -114,7 +114,8 @@ def train_cmd(
     from training.data import DataError
 
     try:
-        from training.trainer import TrainConfig, TrainError, train
+        from training.config import TrainConfig, TrainError
+        from training.trainer import train
     except ImportError as exc:
         raise _fail(f"training needs the [train] extra (torch, transformers): {exc}") from exc
     try:
@@ -174,7 +175,7 @@ def train_cmd(
     except (DataError, TrainError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     except Exception as exc:
-        from streamer.bundle import BundleError
+        from streamer.model.bundle import BundleError
         from training.base_models import BaseModelError
         from training.export import ExportError
 
@@ -196,8 +197,8 @@ def evaluate_cmd(
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
     """Accuracy, macro-F1, per-class P/R/F1 and confusion matrix per head, on labeled files."""
-    from streamer.bundle import BundleError
-    from streamer.inference import InferenceError
+    from streamer.model.bundle import BundleError
+    from streamer.model.errors import InferenceError
     from training.data import DataError
     from training.evaluate import evaluate_bundle, format_table
 
@@ -228,8 +229,8 @@ def predict_cmd(
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
     """Label every row of a file with each head's label and probabilities."""
-    from streamer.bundle import BundleError
-    from streamer.inference import InferenceError
+    from streamer.model.bundle import BundleError
+    from streamer.model.errors import InferenceError
     from training.data import DataError
     from training.predict import predict_file
 

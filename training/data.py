@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from streamer.bundle import sha256_file
+from streamer.model.bundle import sha256_file
 
 SUPPORTED = (".csv", ".jsonl", ".parquet")
 GENERIC_STEMS = {"train", "valid", "validation", "dev", "test", "all", "data"}

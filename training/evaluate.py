@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
 from training.data import DataError, SourceSpec, load_source
 from training.metrics import classification_metrics, majority_baseline
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from streamer.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
-from streamer.inference import Classifier, pad_token_of
+from streamer.model.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
+from streamer.model.classifier import Classifier
+from streamer.model.tokenizer import pad_token_of
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from streamer.bundle import HeadSpec
+from streamer.model.bundle import HeadSpec
 
 # A tiny random BERT that still uses the real MiniLM vocabulary (tests, fixtures, e2e).
 TINY_BERT: dict[str, Any] = {

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import orjson
 
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
 from training.data import DataError, read_rows
 
 ID_COLUMNS = ("id", "key")

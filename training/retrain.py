@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 if TYPE_CHECKING:
-    from streamer.bundle import Bundle
+    from streamer.model.bundle import Bundle
+    from training.config import TrainConfig
     from training.data import LabeledSet, SourceSpec
-    from training.trainer import TrainConfig
 
 HISTORY_FILE = "history.jsonl"
 VERSIONS_DIR = "versions"
@@ -190,7 +190,7 @@ def _fsync_dir(path: Path) -> None:
 
 def adopt(served: Path) -> Path:
     """Turn a plain bundle directory at ``served`` into ``versions/<version>`` + symlink."""
-    from streamer.bundle import load_bundle
+    from streamer.model.bundle import load_bundle
 
     if served.is_symlink():
         return served.resolve()
@@ -527,7 +527,7 @@ def candidate_config(
     bundle: Bundle, opts: RetrainOptions, train: Sequence[SourceSpec], out: Path
 ) -> TrainConfig:
     """The served bundle's recipe, with the new data added and the options' overrides applied."""
-    from training.trainer import TrainConfig, TrainError
+    from training.config import TrainConfig, TrainError
 
     recipe = bundle.manifest.get("recipe")
     if not isinstance(recipe, dict) or "data" not in recipe:
@@ -555,8 +555,9 @@ def candidate_config(
 
 def retrain(opts: RetrainOptions) -> dict[str, Any]:
     """Run one retrain; returns the history record (also appended to history.jsonl)."""
-    from streamer.bundle import load_bundle, read_manifest, write_manifest
-    from training.trainer import TrainError, train
+    from streamer.model.bundle import load_bundle, read_manifest, write_manifest
+    from training.config import TrainError
+    from training.trainer import train
 
     md = ModelsDir(opts.served)
     md.check()

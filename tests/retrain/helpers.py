@@ -48,9 +48,10 @@ def make_splits(shared_data: Path, out: Path) -> Splits:
 
 def train_current(data: Path, models: Path, version: str = "v0") -> Path:
     """Train the "served" bundle through the real trainer and link models/current to it."""
+    from training.config import RANDOM_TINY, TrainConfig
     from training.data import SourceSpec
     from training.retrain import swap_symlink
-    from training.trainer import RANDOM_TINY, TrainConfig, train
+    from training.trainer import train
 
     cfg = TrainConfig(
         data=[SourceSpec("sentiment", str(data))],

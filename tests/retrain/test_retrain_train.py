@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamer.bundle import load_bundle
+from streamer.model.bundle import load_bundle
 from tests.retrain.conftest import served_copy
 from tests.retrain.helpers import Splits
 from training.data import SourceSpec
@@ -135,7 +135,7 @@ def _relink_with_relative_recipe(models: Path, tmp_path: Path) -> Path:
     """A copy of the served bundle whose recipe names a relative data path that is absent here."""
     import shutil
 
-    from streamer.bundle import read_manifest, write_manifest
+    from streamer.model.bundle import read_manifest, write_manifest
 
     dest = tmp_path / "m" / "versions" / "rel"
     shutil.copytree(models / "current", dest)

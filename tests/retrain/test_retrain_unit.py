@@ -104,7 +104,7 @@ def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 @pytest.mark.train
 def test_prepare_data_copies_rows_carves_holdout_and_reports_skips(tiny_bundle: Path, tmp_path: Path) -> None:
-    from streamer.bundle import load_bundle
+    from streamer.model.bundle import load_bundle
     from training.retrain import prepare_data
 
     bundle = load_bundle(tiny_bundle)
@@ -137,7 +137,7 @@ def test_prepare_data_copies_rows_carves_holdout_and_reports_skips(tiny_bundle: 
 def test_bundle_without_a_usable_recipe_cannot_be_retrained(
     tiny_bundle_factory: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from streamer.bundle import load_bundle, read_manifest, write_manifest
+    from streamer.model.bundle import load_bundle, read_manifest, write_manifest
     from training.retrain import RetrainOptions, candidate_config
 
     path = tiny_bundle_factory("norecipe", tmp_path / "b")
@@ -162,6 +162,6 @@ def test_adopt_then_cli_refuses_plain_dir(tiny_bundle_factory: Callable[..., Pat
     dest = adopt(served)
     assert dest == tmp_path / "models" / "versions" / "plain-1"
     assert os.readlink(served) == "versions/plain-1"
-    from streamer.bundle import load_bundle
+    from streamer.model.bundle import load_bundle
 
     assert load_bundle(served).version == "plain-1"

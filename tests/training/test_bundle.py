@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.bundle import BundleError, load_bundle, read_manifest, write_manifest
-from streamer.inference import Classifier, InferenceError
+from streamer.model.bundle import BundleError, load_bundle, read_manifest, write_manifest
+from streamer.model.classifier import Classifier
+from streamer.model.errors import InferenceError
 
 pytestmark = pytest.mark.train
 

@@ -14,11 +14,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
 from training.cli import register
+from training.config import TrainConfig
 from training.data import parse_source
-from training.trainer import TrainConfig, train
+from training.trainer import train
 
 pytestmark = pytest.mark.train
 
@@ -228,7 +229,7 @@ def test_same_seed_same_metrics(shared_data: Path, tmp_path: Path) -> None:
 def test_interrupt_during_training_leaves_nothing(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import training.trainer as trainer
+    import training.dataset as trainer
 
     real, calls = trainer.collate, {"n": 0}
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import training.export as export
-from streamer.bundle import load_bundle
+from streamer.model.bundle import load_bundle
 
 pytestmark = pytest.mark.train
 
@@ -54,7 +54,7 @@ def test_fails_when_every_level_disagrees(tmp_path: Path, monkeypatch: pytest.Mo
 def _build(out: Path, force: bool) -> Path:
     import torch
 
-    from streamer.bundle import HeadSpec
+    from streamer.model.bundle import HeadSpec
     from training.base_models import minilm_dir
     from training.model import TINY_BERT, MultiHeadClassifier, random_encoder
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
+from training.config import TrainConfig
 from training.data import parse_source
-from training.trainer import TrainConfig, train
+from training.trainer import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 

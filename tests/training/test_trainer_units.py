@@ -9,19 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.budget import fit_time_budget
+from training.config import TrainConfig, TrainError
 from training.data import parse_source
+from training.dataset import Example, SourceSampler, _split, prepare
+from training.devset import dev_metrics, monitor_value
 from training.metrics import classification_metrics, majority_baseline
-from training.trainer import (
-    Example,
-    SourceSampler,
-    TrainConfig,
-    TrainError,
-    _split,
-    dev_metrics,
-    fit_time_budget,
-    monitor_value,
-    prepare,
-)
 
 
 def test_classification_metrics_by_hand() -> None:
@@ -77,7 +70,7 @@ def test_sampler_cycles_each_source_without_replacement() -> None:
 
 
 def test_collate_pads_and_masks_labels_per_head() -> None:
-    from training.trainer import collate
+    from training.dataset import collate
 
     batch = [Example([101, 5, 102], 0, 2, "a", None), Example([101, 102], 1, 7, "b", None)]
     ids, mask, labels = collate(batch, pad_id=0, n_heads=2)
