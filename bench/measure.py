@@ -25,7 +25,8 @@ import orjson
 
 from bench.procstats import Sampler, percentiles, vm_hwm_mb
 from bench.systems import System
-from sentiwire.devbroker import REPO_ROOT, BrokerHandle, create_topics
+from sentiwire.devbroker import BrokerHandle, create_topics
+from sentiwire.paths import REPO_ROOT
 from sentiwire.procs import terminate
 from sentiwire.replay import Item, Stream, replay
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from sentiwire.devbroker import REPO_ROOT
+from sentiwire.paths import REPO_ROOT
 from streamer.model.bundle import load_bundle
 
 TRAINED = REPO_ROOT / "models" / "sentiwire-minilm"

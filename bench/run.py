@@ -37,7 +37,8 @@ from bench.model import bench_bundle
 from bench.report import summarize, write
 from bench.systems import PY, System, peer_system, sentiwire_system
 from bench.texts import short_items
-from sentiwire.devbroker import REPO_ROOT, start_broker
+from sentiwire.devbroker import start_broker
+from sentiwire.paths import REPO_ROOT, default_data_dir
 from sentiwire.replay import Item, load_items
 from streamer.enums import Variant
 
@@ -181,7 +182,7 @@ def main() -> None:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("SENTIWIRE_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
+        default=default_data_dir(),
     )
     p.add_argument(
         "--bundle",

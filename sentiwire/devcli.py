@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from sentiwire.paths import default_data_dir
+from streamer.enums import Variant
+from streamer.errors import ExitCode
+
 app = typer.Typer(
     help="Development tools: a local Kafka broker, a replay of real messages.", no_args_is_help=True
 )
@@ -30,17 +34,8 @@ def broker(
         code = main_foreground(port=port, data_dir=data_dir, heap=heap)
     except BrokerError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(exc.exit_code) from exc
     raise typer.Exit(code)
-
-
-def default_data_dir() -> Path:
-    """``$SENTIWIRE_DATA_DIR``, else ``../shared/data`` beside the repository."""
-    import os
-
-    from sentiwire.devbroker import REPO_ROOT
-
-    return Path(os.environ.get("SENTIWIRE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
 @app.command()
@@ -94,7 +89,7 @@ def replay(
             pool = rp.burst_items(folder, burst.ticker, seed=seed)
     except rp.ReplayError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(exc.exit_code) from exc
     stream = rp.Stream(items, loop=loop, burst=burst, burst_pool=pool, seed=seed)
 
     async def run() -> rp.ReplayStats:
@@ -114,7 +109,7 @@ def replay(
         stats = asyncio.run(run())
     except KeyboardInterrupt:
         typer.echo("replay: interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_kind.items()))
     typer.echo(
         f"replay: sent {stats.sent} messages ({kinds}) to {topic} in {stats.elapsed_s:.1f} s "
@@ -126,7 +121,7 @@ def replay(
 @app.command()
 def demo(
     model: Annotated[Path, typer.Option(help="model bundle to serve")] = Path("models/sentiwire-minilm"),
-    variant: Annotated[str, typer.Option(help="fp32 | int8")] = "int8",
+    variant: Annotated[Variant, typer.Option(help="ONNX graph to serve")] = Variant.INT8,
     rate: Annotated[float, typer.Option(help="messages per second")] = 20.0,
     source: Annotated[
         str, typer.Option(help="phrasebank | tweets | topic | bbc | reviews | mixed")
@@ -153,10 +148,9 @@ def demo(
     topic_prefix: Annotated[str, typer.Option(help="prefix for every demo topic (shared brokers)")] = "",
 ) -> None:
     """Broker + daemon (alerts on) + replay of real messages with a negative burst; labels and alerts live."""
-    from sentiwire.demo import DemoOptions, main
+    from sentiwire.demo.config import DemoOptions
+    from sentiwire.demo.runner import main
 
-    if variant not in ("fp32", "int8"):
-        raise typer.BadParameter(f"must be fp32 or int8, got {variant!r}", param_hint="--variant")
     opts = DemoOptions(
         model=model.resolve(),
         data_dir=(data_dir or default_data_dir()).resolve(),

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from sentiwire import devbroker
+from sentiwire.devbroker import jvm as devbroker
 
 
 def test_cluster_id_starting_with_dash_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentiwire.demo import ALERTS, LABELS, NEWS, demo_config, format_alert_line, format_label
+from sentiwire.demo.config import ALERTS, LABELS, NEWS, demo_config
+from sentiwire.demo.screen import format_alert_line, format_label
 from sentiwire.devbroker import BrokerHandle
 from streamer.config import load_settings
 
