@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from bench.texts import load_texts
+from streamer.enums import Variant
 from streamer.model.buckets import padding_waste, plan_buckets, take_rows
 from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
@@ -132,7 +133,7 @@ def main() -> None:
     out: dict[str, Any] = {"bundle": str(args.bundle), "max_length": bundle.max_length, "variants": {}}
     cpus = usable_cpus()
     configs = sorted({(1, cpus), (args.workers, max(1, cpus // args.workers))})
-    for variant in args.variants.split(","):
+    for variant in (Variant(v) for v in args.variants.split(",")):
         clfs = {
             w: Classifier(bundle, variant=variant, intra_op_threads=t, allow_spinning=args.allow_spinning)
             for w, t in configs
@@ -164,14 +165,14 @@ def main() -> None:
         kinds["mixed_bucketed"] = time_batches(clf, split, args.min_seconds)
         kinds["mixed_unbucketed"]["padding_waste"] = waste(plain)
         kinds["mixed_bucketed"]["padding_waste"] = waste(split)
-        out["variants"][variant] = {
+        out["variants"][str(variant)] = {  # orjson takes only plain str keys
             "sweeps": sweeps,
             "daemon_mode": daemon_mode,
             "limit": limit,
             "kinds": kinds,
         }
     # Padding waste over a larger sample of the mixed stream (arrival order, batch 32).
-    tok_clf = Classifier(bundle, variant="int8", allow_spinning=args.allow_spinning)
+    tok_clf = Classifier(bundle, variant=Variant.INT8, allow_spinning=args.allow_spinning)
     mixed = texts["mixed"][:2048]
     lengths = [
         tok_clf.encode(mixed[i : i + args.mixed_batch]).lengths.tolist()

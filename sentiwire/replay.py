@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import orjson
 
+from streamer.errors import UsageError
+
 Kind = Literal["phrasebank", "tweets", "topic", "bbc", "reviews"]
 SOURCES: dict[str, tuple[str, ...]] = {
     "phrasebank": ("financial-phrasebank/train.csv",),
@@ -38,8 +40,8 @@ SOURCE_CHOICES = (*SOURCES, "mixed")
 CASHTAG_RE = re.compile(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9]{0,9}(?:\.[A-Za-z]{1,2})?)\b")
 
 
-class ReplayError(ValueError):
-    """Bad data directory, file, row or option; the message names it."""
+class ReplayError(UsageError):
+    """Bad data directory, file, row or option; the message names it (exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)
