@@ -9,23 +9,9 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    from streamer.config import Settings
-
-
-def load_settings_or_exit(config: Path | None) -> Settings:
-    """Validate the config once, at start-up; a bad field is a usage error (exit 2), not a traceback."""
-    from streamer.config import ConfigError, load_settings
-
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
 
 
 def serve(
@@ -45,6 +31,7 @@ def serve(
     """Label messages from Kafka with every head of the model bundle; publish labels back to Kafka."""
     from streamer.app import serve as run_daemon
     from streamer.logging import configure_logging
+    from streamer.startup import load_settings_or_exit
 
     settings = load_settings_or_exit(config)
     if check:

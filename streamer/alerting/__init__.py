@@ -1,22 +1,6 @@
-"""Negative-sentiment spike alerts: pure detector, state, metrics and the Kafka engine.
+"""Negative-sentiment spike alerts: the pure detector (records, windows, rule, detector,
+events, state), its Prometheus metrics, and the Kafka engine (``engine``, ``sentiwire alert``).
 
-``AlertEngine`` is imported lazily: ``streamer.config`` imports ``streamer.alerting.config``,
-and the engine imports ``streamer.config``; an eager import here would be circular.
+Import the modules themselves; this package imports nothing, so ``streamer.config`` can
+import ``streamer.alerting.config`` without pulling in the engine.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from streamer.alerting.engine import AlertEngine
-
-__all__ = ["AlertEngine"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "AlertEngine":
-        from streamer.alerting.engine import AlertEngine
-
-        return AlertEngine
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

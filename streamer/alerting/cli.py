@@ -1,6 +1,6 @@
 """``sentiwire alert``: the alert engine as its own process (single replica).
 
-Light at import time (typer only): ``streamer.cli.register`` imports this module.
+Light at import time (typer and the leaf ``streamer.errors``): ``streamer.cli.register`` imports this module.
 """
 
 from __future__ import annotations
@@ -14,8 +14,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from streamer.errors import ExitCode
+
 if TYPE_CHECKING:
     from streamer.config import Settings
+
+
+def start_failure_code(exc: BaseException) -> ExitCode:
+    """Kafka not answering is UNAVAILABLE (retry later); a bad topic or setting is USAGE."""
+    from aiokafka.errors import KafkaError
+
+    from streamer.errors import exit_code_for
+
+    if isinstance(exc, KafkaError | OSError | TimeoutError):
+        return ExitCode.UNAVAILABLE
+    return exit_code_for(exc)
 
 
 async def run_alerts(settings: Settings) -> int:
@@ -24,6 +37,7 @@ async def run_alerts(settings: Settings) -> int:
     from prometheus_client import REGISTRY
 
     from streamer.alerting.engine import AlertEngine
+    from streamer.errors import SentiwireError
     from streamer.http import HttpServer
 
     log = structlog.get_logger("sentiwire.alerts")
@@ -49,11 +63,14 @@ async def run_alerts(settings: Settings) -> int:
         await engine.start()
     except Exception as exc:
         log.error(
-            "alert engine cannot start", error=str(exc), bootstrap_servers=settings.kafka.bootstrap_servers
+            "alert engine cannot start",
+            error=str(exc),
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            exc_info=not isinstance(exc, SentiwireError),
         )
         if http is not None:
             await http.stop()
-        return 3
+        return start_failure_code(exc)
     failed = asyncio.create_task(engine.wait_failed())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -64,8 +81,11 @@ async def run_alerts(settings: Settings) -> int:
     await engine.stop()
     if http is not None:
         await http.stop()
-    log.info("alert engine stopped", error=repr(engine.failure) if engine.failure else None)
-    return 1 if engine.failure is not None else 0
+    if engine.failure is not None:
+        log.error("alert engine stopped", error=str(engine.failure))
+        return ExitCode.FAILED
+    log.info("alert engine stopped")
+    return ExitCode.OK
 
 
 def alert(
@@ -80,8 +100,8 @@ def alert(
     ] = None,
 ) -> None:
     """Watch the labels topic for negative-sentiment spikes; publish alerts to the alerts topic."""
-    from streamer.cli import load_settings_or_exit
     from streamer.logging import configure_logging
+    from streamer.startup import load_settings_or_exit
 
     settings = load_settings_or_exit(config)
     configure_logging(settings.logging.level, settings.logging.format)

@@ -1,4 +1,4 @@
-"""The alert engine: labels topic in, alert JSON out (CONTRACTS.md §6).
+"""The alert engine: labels topic in, alert JSON out (README "Alerts").
 
 It reads every partition of the labels topic itself (no consumer group: the detector
 must see the whole stream, so it runs once per deployment). On start it
@@ -26,21 +26,25 @@ from typing import Any
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamer.alerting.config import AlertsConfig
-from streamer.alerting.detector import AlertEvent, SpikeDetector, event_time
+from streamer.alerting.detector import SpikeDetector
+from streamer.alerting.events import AlertEvent
 from streamer.alerting.metrics import AlertMetrics, default_metrics
+from streamer.alerting.records import event_time
 from streamer.alerting.state import ScopeAlertRecord, StateError, reconcile, record_for, scope_key
 from streamer.config import KafkaConfig
-from streamer.kafka.clients import client_kwargs
+from streamer.errors import UsageError
+from streamer.kafka.admin import create_topics, wait_for_leaders
+from streamer.kafka.clients import client_kwargs, make_reader
+from streamer.kafka.reader import read_to_end
 
 log = structlog.get_logger("sentiwire.alerts")
 
 
-class AlertEngineError(Exception):
-    """The engine cannot start; the message names the topic or setting."""
+class AlertEngineError(UsageError):
+    """The engine cannot start as configured; the message names the topic or setting."""
 
 
 class AlertEngine:
@@ -78,13 +82,10 @@ class AlertEngine:
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         """Rebuild state (state topic + replay), publish what reconciling requires, then follow live."""
-        base = client_kwargs(self.kafka)
-        base["client_id"] = self.config.client_id
+        base = {**client_kwargs(self.kafka), "client_id": self.config.client_id}
         await self._ensure_topics(base)
         self._producer = AIOKafkaProducer(**base, acks="all", enable_idempotence=True, linger_ms=0)
-        self._consumer = AIOKafkaConsumer(
-            **base, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-        )
+        self._consumer = make_reader(self.kafka, client_id=self.config.client_id, read_committed=False)
         try:
             await self._producer.start()
             await self._consumer.start()
@@ -127,6 +128,7 @@ class AlertEngine:
     # -- start-up ----------------------------------------------------------------
     async def _ensure_topics(self, base: dict[str, Any]) -> None:
         """Create the alerts topic and the compacted state topic if missing (never the labels topic)."""
+        cfg = self.config
         admin = AIOKafkaAdminClient(**base)
         await admin.start()
         try:
@@ -135,89 +137,30 @@ class AlertEngine:
                 raise AlertEngineError(
                     f"labels topic {self.labels_topic!r} does not exist on {self.kafka.bootstrap_servers}"
                 )
-            new = []
-            rf = self.config.topic_replication_factor
-            if not self.config.create_topics:
-                missing = {self.config.alerts_topic, self.config.state_topic} - existing
-                if missing:
-                    raise AlertEngineError(
-                        f"topics missing and alerts.create_topics is off: {sorted(missing)}"
-                    )
-            elif self.config.alerts_topic not in existing:
-                new.append(NewTopic(self.config.alerts_topic, num_partitions=1, replication_factor=rf))
-            if self.config.create_topics and self.config.state_topic not in existing:
-                new.append(
-                    NewTopic(
-                        self.config.state_topic,
-                        num_partitions=1,
-                        replication_factor=rf,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
+            missing = [t for t in (cfg.alerts_topic, cfg.state_topic) if t not in existing]
+            if missing and not cfg.create_topics:
+                raise AlertEngineError(f"topics missing and alerts.create_topics is off: {sorted(missing)}")
+            if missing:
+                await create_topics(
+                    admin,
+                    dict.fromkeys(missing, 1),
+                    replication_factor=cfg.topic_replication_factor,
+                    config={cfg.state_topic: {"cleanup.policy": "compact"}},
+                    exist_ok=True,
                 )
-            if new:
-                resp = await admin.create_topics(new)
-                errors = [
-                    f"{err[0]}: error code {err[1]} ({err[2] if len(err) > 2 else ''})"
-                    for err in resp.topic_errors
-                    if err[1] not in (0, TopicAlreadyExistsError.errno)
-                ]
-                if errors:
-                    raise AlertEngineError("creating alert topics failed: " + "; ".join(errors))
-                log.info("alert topics created", topics=[t.name for t in new])
-            await self._describe(
-                admin, [self.labels_topic, self.config.alerts_topic, self.config.state_topic]
+                log.info("alert topics created", topics=missing)
+            self._topic_partitions = await wait_for_leaders(
+                admin, [self.labels_topic, cfg.alerts_topic, cfg.state_topic]
             )
         finally:
             await admin.close()
 
-    async def _describe(self, admin: AIOKafkaAdminClient, names: list[str], wait_s: float = 30.0) -> None:
-        """Partition ids per topic, once every partition has a leader (new topics take a moment)."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            described = await admin.describe_topics(names)
-            pending = [
-                t["topic"]
-                for t in described
-                if t.get("error_code", 0) != 0
-                or not t.get("partitions")
-                or any(p.get("leader", -1) < 0 for p in t["partitions"])
-            ]
-            if not pending:
-                self._topic_partitions = {
-                    t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in described
-                }
-                return
-            if time.monotonic() > deadline:
-                raise AlertEngineError(f"topics without partition leaders after {wait_s}s: {pending}")
-            await asyncio.sleep(0.2)
-
     def _partitions(self, topic: str) -> list[TopicPartition]:
         return [TopicPartition(topic, p) for p in self._topic_partitions[topic]]
-
-    async def _read_to(self, ends: Mapping[TopicPartition, int], handle: Callable[[Any], None]) -> int:
-        """Consume the assigned partitions until each reaches its end offset; returns records read."""
-        assert self._consumer is not None
-        consumer = self._consumer
-        todo = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
-        count = 0
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=5000)
-            for tp, records in batch.items():
-                for rec in records:
-                    if rec.offset < ends[tp]:
-                        handle(rec)
-                        count += 1
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-        return count
 
     async def _read_state_topic(self) -> dict[str, ScopeAlertRecord]:
         assert self._consumer is not None
         tps = self._partitions(self.config.state_topic)
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        ends = await self._consumer.end_offsets(tps)
         published: dict[str, ScopeAlertRecord] = {}
 
         def handle(rec: Any) -> None:
@@ -234,7 +177,7 @@ class AlertEngine:
                     "unreadable alert state record skipped", key=key, offset=rec.offset, error=str(exc)
                 )
 
-        await self._read_to(ends, handle)
+        await read_to_end(self._consumer, tps, handle)
         return published
 
     async def _replay(self) -> None:
@@ -368,7 +311,7 @@ class AlertEngine:
             raise
         except Exception as exc:
             self.failure = exc
-            log.error("alert engine stopped", error=repr(exc))
+            log.exception("alert engine stopped")
             raise
 
     async def _publish(self, event: AlertEvent) -> None:

@@ -12,7 +12,8 @@ import threading
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from streamer.alerting.detector import AlertEvent, ScopeState, SpikeDetector
+from streamer.alerting.detector import ScopeState, SpikeDetector
+from streamer.alerting.events import AlertEvent
 
 
 class AlertMetrics:

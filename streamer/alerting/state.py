@@ -13,19 +13,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from streamer.alerting.config import AlertsConfig
-from streamer.alerting.detector import (
-    ActiveAlert,
-    Bucket,
-    DetectorStats,
-    Evaluation,
-    ScopeState,
-    SpikeDetector,
-)
+from streamer.alerting.detector import DetectorStats, ScopeState, SpikeDetector
+from streamer.alerting.rule import ActiveAlert, Evaluation
+from streamer.alerting.windows import Bucket
+from streamer.errors import UsageError
 
 SNAPSHOT_VERSION = 1
 
 
-class StateError(ValueError):
+class StateError(UsageError):
     """A snapshot or state record that cannot be restored; says which field is wrong."""
 
 
@@ -92,7 +88,7 @@ def restore(config: AlertsConfig, data: Mapping[str, Any]) -> SpikeDetector:
             f"fingerprint {data.get('fingerprint')!r} != {config.detector_fingerprint()!r}"
         )
     det = SpikeDetector(config)
-    det.max_ts_ms = data["max_ts_ms"]
+    det.clock.max_ts_ms = data["max_ts_ms"]
     det.next_eval_ms = data["next_eval_ms"]
     det.stats = DetectorStats(**data["stats"])
     det.global_scope = _scope_from_json(data["global"])

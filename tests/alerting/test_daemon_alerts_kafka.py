@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -29,9 +26,11 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from sentiwire.procs import free_port, terminate
 from streamer.alerting.entities import EntityExtractor
-from tests.alerting.test_engine_kafka import read_all, terminate, wait_for
-from tests.fixtures.prometheus import PrometheusServer, free_port
+from tests.alerting.test_engine_kafka import read_all, wait_for
+from tests.fixtures.prometheus import PrometheusServer
+from tests.streamer.helpers import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "sentiwire.rules.yml"
@@ -43,8 +42,8 @@ def spike_model(
     tmp_path_factory: pytest.TempPathFactory, shared_data: Path
 ) -> tuple[Path, list[str], list[str]]:
     """(bundle, texts it labels negative, texts it labels otherwise), real tweets."""
-    from streamer.bundle import load_bundle
-    from streamer.inference import Classifier
+    from streamer.model.bundle import load_bundle
+    from streamer.model.classifier import Classifier
     from tests.fixtures.bundle import build_tiny_bundle
 
     bundle = build_tiny_bundle(
@@ -70,18 +69,6 @@ def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     }
-
-
-def spawn_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIWIRE_")}
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sentiwire", "serve", "--config", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-        )
 
 
 async def send_live(bootstrap: str, topic: str, messages: list[tuple[float, dict[str, Any]]]) -> None:
@@ -153,7 +140,8 @@ async def test_daemon_alerts_and_prometheus_fires(
     messages.sort(key=lambda m: m[0])
 
     log_path = tmp_path / "serve.log"
-    proc = spawn_daemon(config_path, log_path)
+    daemon = DaemonProcess(config_path, log_path)
+    proc = daemon.proc
     prom = prometheus_factory(scrape_targets=[f"127.0.0.1:{port}"], rule_files=[RULES])
     try:
 
@@ -214,5 +202,6 @@ async def test_daemon_alerts_and_prometheus_fires(
         assert samples[("sentiwire_alert_tracked_entities", ())] == len(cashtags)
         assert '"negative sentiment spike"' in log_path.read_text()
     finally:
-        terminate(proc)
+        terminate(proc, timeout_s=20)
+        daemon.close()
     assert proc.returncode == 0, log_path.read_text()[-3000:]

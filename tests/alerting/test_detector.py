@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from streamer.alerting.config import AlertsConfig
-from streamer.alerting.detector import AlertEvent, SpikeDetector, wilson_lower
+from streamer.alerting.detector import SpikeDetector
+from streamer.alerting.events import AlertEvent
 from streamer.alerting.metrics import AlertMetrics
+from streamer.alerting.rule import wilson_lower
 from streamer.alerting.state import StateError, restore, snapshot
 from tests.alerting.scenario import Corpus, StreamBuilder, by_time, jitter, load_corpus
 

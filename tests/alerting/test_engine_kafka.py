@@ -20,15 +20,18 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from sentiwire.procs import free_port, terminate
 from streamer.alerting.config import AlertsConfig
-from streamer.alerting.engine import AlertEngine
+from streamer.alerting.engine import AlertEngine, AlertEngineError
 from streamer.alerting.metrics import AlertMetrics
 from streamer.config import KafkaConfig
+from streamer.kafka.clients import make_reader
+from streamer.kafka.reader import read_to_end
 from tests.alerting.scenario import StreamBuilder, load_corpus
-from tests.fixtures.prometheus import PrometheusServer, free_port
+from tests.fixtures.prometheus import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "sentiwire.rules.yml"
@@ -91,17 +94,11 @@ async def produce_live(bootstrap: str, topic: str, records: list[dict[str, Any]]
 
 async def read_all(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     """Every record of a one-partition topic (the alert topics are created with one)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = make_reader(KafkaConfig(bootstrap_servers=bootstrap))
     await consumer.start()
     try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
         out: list[dict[str, Any]] = []
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            out += [orjson.loads(m.value) for m in batch.get(tp, [])]
+        await read_to_end(consumer, [TopicPartition(topic, 0)], lambda m: out.append(orjson.loads(m.value)))
         return out
     finally:
         await consumer.stop()
@@ -196,16 +193,6 @@ def spawn_alert_process(config_path: Path, log_path: Path) -> subprocess.Popen[b
         )
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as Kubernetes would; the process must exit 0 on its own."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def _len_at_least(coro: Any, n: int) -> Any:
     docs = await coro
     return docs if len(docs) >= n else None
@@ -293,13 +280,11 @@ async def test_alert_process_fires_on_alerts_topic_and_in_prometheus(
         assert '"negative sentiment spike"' in logs
         assert '"negative sentiment spike resolved"' in logs
     finally:
-        terminate(proc)
+        terminate(proc, timeout_s=20)  # SIGTERM, as Kubernetes would: it must exit 0 on its own
     assert proc.returncode == 0, log_path.read_text()[-3000:]
 
 
 async def test_missing_labels_topic_is_named(kafka_bootstrap: str) -> None:
-    from streamer.alerting.engine import AlertEngineError
-
     engine = AlertEngine(
         fast_config(), KafkaConfig(bootstrap_servers=kafka_bootstrap), "no-such-labels-topic"
     )

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from streamer.alerting.config import AlertsConfig
-from streamer.alerting.detector import AlertEvent, SpikeDetector
+from streamer.alerting.detector import SpikeDetector
+from streamer.alerting.events import AlertEvent
 from streamer.alerting.state import ScopeAlertRecord, StateError, reconcile, record_for
 from tests.alerting.scenario import StreamBuilder, by_time, load_corpus
 
