@@ -38,10 +38,11 @@ system-deps: ## Debian packages the tests use: prometheus (server + promtool), k
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-lint: install ## ruff + mypy
+lint: install ## ruff + mypy + import contracts (pyproject [tool.importlinter])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: install system-deps lint deploy-check ## the whole suite: lint, deploy checks, pytest (real Kafka broker, real Prometheus)
 	$(PY) -m pytest -q -ra
@@ -49,7 +50,7 @@ test: install system-deps lint deploy-check ## the whole suite: lint, deploy che
 test-fast: install ## unit tests only (no broker, no real fine-tune)
 	$(PY) -m pytest -q -m "not kafka and not slow and not prometheus"
 
-# --- model training (owner: training) ---
+# --- model training ---
 # Default recipe (README "## Training"): MiniLM, sentiment head on PhraseBank + both twitter sentiment
 # files, topic head on the twitter topic set. Sized for ~40 min on 2 shared CPU cores.
 TRAIN_SOURCES = \
@@ -91,7 +92,7 @@ model-mpnet: install mpnet-weights ## the MPNet recipe into $(MPNET_DIR) (hours 
 	$(SENTIWIRE) train $(MPNET_RECIPE) $(TRAIN_SOURCES) $(TRAIN_ARGS) --output $(MPNET_DIR) --name sentiwire-mpnet --overwrite \
 	  2>&1 | tee models/train-mpnet.log; exit $${PIPESTATUS[0]}
 
-# --- local Kafka broker, demo, benchmarks (owner: tooling) ---
+# --- local Kafka broker, demo, benchmarks ---
 .PHONY: kafka-jars
 KAFKA_PORT ?= 9092
 
@@ -109,7 +110,7 @@ demo: install system-deps ## broker + daemon (alerts on) + real messages with a 
 kafka: install system-deps ## run a single-node Kafka broker (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground
 	$(SENTIWIRE) dev broker --port $(KAFKA_PORT) --data-dir .kafka/data
 
-# --- images, Helm chart, deploy checks (owner: deploy) ---
+# --- images, Helm chart, deploy checks ---
 # helm is built from source with the Go toolchain (Go module proxy), pinned; ~2-3 min cold on 2 cores.
 HELM_VERSION := v3.21.4
 HELM := .helm/$(HELM_VERSION)/helm
@@ -126,7 +127,7 @@ helm: $(HELM) ## build the pinned helm binary into .helm/ (cached)
 deploy-check: install system-deps rules-check $(HELM) ## helm lint/template (default, GPU+KEDA) + k8s 1.37 schemas + CRDs + promtool + hadolint
 	$(PY) deploy/check.py --helm $(HELM)
 
-# --- alert rules (owner: alerting) ---
+# --- alert rules ---
 .PHONY: rules-check
 rules-check: system-deps ## promtool: check and unit-test the Prometheus alert rules in deploy/prometheus
 	promtool check rules deploy/prometheus/*.rules.yml

@@ -19,28 +19,27 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from streamer.config import ModelConfig, Settings
+from streamer.errors import ExitCode, SentiwireError, UsageError
 from streamer.http import HttpServer
-from streamer.inference import Classifier
 from streamer.kafka.clients import make_consumer, make_producer
 from streamer.metrics import Metrics
+from streamer.model.classifier import Classifier
+from streamer.model.loading import fingerprint, load_classifier
+from streamer.model.reload import ModelHolder, Reloader
 from streamer.pipeline import Pipeline
-from streamer.reload import ModelHolder, Reloader, fingerprint, load_classifier
 
 if TYPE_CHECKING:
     from streamer.alerting.engine import AlertEngine
 
 log = structlog.get_logger("sentiwire.app")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_STARTUP = 2
 
-
-class StartupError(Exception):
-    """The daemon cannot start (model, topics, broker); the message says which and why."""
+class StartupError(UsageError):
+    """The daemon cannot start as configured (model, topics); the message says which and why."""
 
 
 class Daemon:
@@ -101,7 +100,7 @@ class Daemon:
             clf, fp = await self._load_model()
         except StartupError as exc:
             log.error("cannot start", error=str(exc))
-            return EXIT_STARTUP
+            return exc.exit_code
         self.models = ModelHolder(clf, fp, self.metrics)
         b = clf.bundle
         log.info(
@@ -132,14 +131,18 @@ class Daemon:
                 asyncio.create_task(Reloader(s.model, self.models, self.metrics).run(), name="reload")
             )
             engine = await self._start_alerts()
-        except StartupError as exc:
-            log.error("cannot start", error=str(exc))
+        except SentiwireError as exc:
+            log.error("cannot start", error=str(exc), bootstrap_servers=s.kafka.bootstrap_servers)
             await self._close(consumer, producer, tasks, engine)
-            return EXIT_STARTUP
-        except Exception as exc:
-            log.error("cannot start", error=repr(exc), bootstrap_servers=s.kafka.bootstrap_servers)
+            return exc.exit_code
+        except KafkaError as exc:
+            log.error("cannot start: Kafka", error=repr(exc), bootstrap_servers=s.kafka.bootstrap_servers)
             await self._close(consumer, producer, tasks, engine)
-            return EXIT_STARTUP
+            return ExitCode.UNAVAILABLE
+        except Exception:
+            log.exception("cannot start", bootstrap_servers=s.kafka.bootstrap_servers)
+            await self._close(consumer, producer, tasks, engine)
+            return ExitCode.FAILED
         log.info(
             "serving",
             topics=s.input.topics,
@@ -166,7 +169,7 @@ class Daemon:
             seconds=round(time.monotonic() - t0, 3),
             error=repr(fatal) if fatal else None,
         )
-        return EXIT_FAILED if fatal is not None else EXIT_OK
+        return ExitCode.FAILED if fatal is not None else ExitCode.OK
 
     async def _load_model(self) -> tuple[Classifier, Any]:
         cfg = self.settings.model

@@ -54,9 +54,8 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        addresses = self._runner.addresses  # the bound sockets: port 0 becomes the real port
+        self.port = int(addresses[0][1]) if addresses else self._port
         return self.port
 
     async def stop(self) -> None:

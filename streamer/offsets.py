@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-TP = tuple[str, int]  # (topic, partition)
+from aiokafka import TopicPartition
 
 
 class PartitionOffsets:
@@ -32,6 +32,8 @@ class PartitionOffsets:
         self._pending.append(offset)
 
     def ack(self, offset: int) -> None:
+        if not self._pending or not self._pending[0] <= offset <= self._pending[-1]:
+            return  # not in flight here (a late ack from before a revocation)
         self._acked.add(offset)
         while self._pending and self._pending[0] in self._acked:
             first = self._pending.popleft()
@@ -50,7 +52,13 @@ class PartitionOffsets:
 
     @property
     def in_flight(self) -> int:
+        """Offsets tracked and not yet behind the watermark (acked out of order included)."""
         return len(self._pending)
+
+    @property
+    def unacked(self) -> int:
+        """Offsets tracked and not yet acknowledged: what backpressure and draining count."""
+        return len(self._pending) - len(self._acked)
 
     def uncommitted(self) -> int | None:
         """The watermark if it moved past the last commit, else None."""
@@ -70,51 +78,55 @@ class OffsetTracker:
     """Per-partition :class:`PartitionOffsets` for the partitions this consumer owns."""
 
     def __init__(self) -> None:
-        self._parts: dict[TP, PartitionOffsets] = {}
+        self._parts: dict[TopicPartition, PartitionOffsets] = {}
 
-    def partition(self, tp: TP) -> PartitionOffsets:
+    def partition(self, tp: TopicPartition) -> PartitionOffsets:
         part = self._parts.get(tp)
         if part is None:
             part = self._parts[tp] = PartitionOffsets()
         return part
 
-    def track(self, tp: TP, offset: int) -> None:
+    def track(self, tp: TopicPartition, offset: int) -> None:
         self.partition(tp).track(offset)
 
-    def ack(self, tp: TP, offset: int) -> None:
+    def ack(self, tp: TopicPartition, offset: int) -> None:
         part = self._parts.get(tp)
         if part is not None:  # partition revoked meanwhile: its new owner re-reads it
             part.ack(offset)
 
-    def to_commit(self, tps: Iterable[TP] | None = None) -> dict[TP, int]:
+    def to_commit(self, tps: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         wanted = self._parts.keys() if tps is None else [tp for tp in tps if tp in self._parts]
-        out: dict[TP, int] = {}
+        out: dict[TopicPartition, int] = {}
         for tp in wanted:
             pos = self._parts[tp].uncommitted()
             if pos is not None:
                 out[tp] = pos
         return out
 
-    def mark_committed(self, offsets: dict[TP, int]) -> None:
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, pos in offsets.items():
             if tp in self._parts:
                 self._parts[tp].mark_committed(pos)
 
-    def in_flight(self, tp: TP) -> int:
+    def in_flight(self, tp: TopicPartition) -> int:
         part = self._parts.get(tp)
         return part.in_flight if part is not None else 0
 
-    def watermark(self, tp: TP) -> int | None:
+    def watermark(self, tp: TopicPartition) -> int | None:
         part = self._parts.get(tp)
         return part.watermark if part is not None else None
 
-    def committed(self, tp: TP) -> int | None:
+    def committed(self, tp: TopicPartition) -> int | None:
         part = self._parts.get(tp)
         return part.committed if part is not None else None
 
-    def drop(self, tps: Iterable[TP]) -> None:
+    def unacked_total(self) -> int:
+        """Records fetched and not yet acknowledged, over every tracked partition."""
+        return sum(part.unacked for part in self._parts.values())
+
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
         for tp in tps:
             self._parts.pop(tp, None)
 
-    def partitions(self) -> list[TP]:
+    def partitions(self) -> list[TopicPartition]:
         return list(self._parts)

@@ -13,8 +13,8 @@ import sys
 from typer.testing import CliRunner
 
 import streamer
-import streamer.app, streamer.pipeline, streamer.inference, streamer.bundle, streamer.reload
-import streamer.config, streamer.http, streamer.kafka.clients, streamer.messages, streamer.worker
+import streamer.app, streamer.pipeline, streamer.model.classifier, streamer.model.bundle, streamer.model.reload
+import streamer.config, streamer.http, streamer.kafka.clients, streamer.records, streamer.scheduler
 from sentiwire.cli import _register, app
 
 _register()

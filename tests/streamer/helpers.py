@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from streamer.app import Daemon
 from streamer.config import Settings, load_settings
+from streamer.kafka.admin import topic_partitions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,18 +117,21 @@ async def consume_all(
     timeout_s: float = 30.0,
     isolation_level: str = "read_uncommitted",
     settle_s: float = 0.0,
+    until: Callable[[list[Any]], bool] | None = None,
 ) -> list[Any]:
-    """Read the topic from the beginning (no group) until n records arrived (+ settle_s more)."""
+    """Read the topic from the beginning (no group) until ``until(records)`` holds (default: n
+    records arrived), then ``settle_s`` more; returns what arrived, also on timeout.
+
+    Counting records is not enough where duplicates are expected (at-least-once after kill -9):
+    pass ``until=covers(sent)`` to wait for every input position instead.
+    """
+    done = until if until is not None else (lambda out: len(out) >= n)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", isolation_level=isolation_level
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        consumer.assign(await topic_partitions(consumer, topic))
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         settle_until: float | None = None
@@ -135,13 +139,23 @@ async def consume_all(
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend(records)
-            if len(out) >= n and settle_until is None:
+            if settle_until is None and done(out):
                 settle_until = time.monotonic() + settle_s
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
         return out
     finally:
         await consumer.stop()
+
+
+def covers(sent: Iterable[tuple[int, int]]) -> Callable[[list[Any]], bool]:
+    """``until`` for :func:`consume_all`: every (partition, offset) of ``sent`` has a label."""
+    wanted = set(sent)
+
+    def check(out: list[Any]) -> bool:
+        return len(out) >= len(wanted) and wanted <= set(labeled_positions(out))
+
+    return check
 
 
 async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:

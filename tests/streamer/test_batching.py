@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.batching import BatchAccumulator, padding_waste, plan_buckets, take_rows
-from streamer.inference import Encoded
+from streamer.batching import BatchAccumulator
+from streamer.model.buckets import padding_waste, plan_buckets, take_rows
+from streamer.model.tokenizer import Encoded
 
 
 def test_batch_closes_at_max_size() -> None:

@@ -18,11 +18,12 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier, Encoded
 from streamer.metrics import Metrics
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
+from streamer.model.reload import ModelHolder
+from streamer.model.tokenizer import Encoded
 from streamer.pipeline import Pipeline
-from streamer.reload import ModelHolder
 from streamer.testing import ConsumerStub, FakeProducer, daemon_config
 from tests.streamer.helpers import settings_from
 
@@ -102,7 +103,7 @@ async def test_labels_keep_offset_order_whatever_order_batches_finish(
     holder = ModelHolder(clf, None, metrics)
     consumer, producer = FakeConsumer(), FakeProducer()
     pipeline = Pipeline(settings, consumer, producer, holder, metrics)  # type: ignore[arg-type]
-    await pipeline.on_assigned([TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+    await pipeline.rebalancer.on_partitions_assigned([TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
     pipeline.start()
     async with asyncio.timeout(20):
         while len(producer.sent) < 2 * N_PER_PARTITION or pipeline.in_flight:  # noqa: ASYNC110

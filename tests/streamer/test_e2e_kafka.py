@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.app import Daemon
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier
-from streamer.messages import H_ERROR, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
+from streamer.records import H_ERROR, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from streamer.testing import daemon_config
 from tests.streamer.helpers import (
     consume_all,

@@ -17,6 +17,7 @@ from tests.streamer.helpers import (
     DaemonProcess,
     committed,
     consume_all,
+    covers,
     json_messages,
     labeled_positions,
     log_events,
@@ -71,7 +72,9 @@ async def test_sigterm_drains_commits_and_restart_reprocesses_nothing(
     assert sum(done.values()) < n  # SIGTERM really landed mid-stream
     second = DaemonProcess(config, tmp_path / "second.log")
     try:
-        after = labeled_positions(await consume_all(kafka_bootstrap, labels, n, timeout_s=90, settle_s=1.0))
+        after = labeled_positions(
+            await consume_all(kafka_bootstrap, labels, n, timeout_s=90, settle_s=1.0, until=covers(sent))
+        )
         assert (await asyncio.to_thread(second.terminate)) == 0, second.tail()
     finally:
         second.close()
@@ -113,7 +116,9 @@ async def test_two_daemons_split_partitions_and_survivor_takes_over(
         a.kill()  # SIGKILL: no drain, no commit, no LeaveGroup
         sent = await stream
         await wait_for_log(b, "partitions assigned", lambda e: len(e["partitions"]) == 4, timeout_s=60)
-        out = labeled_positions(await consume_all(kafka_bootstrap, labels, n, timeout_s=90, settle_s=0.5))
+        out = labeled_positions(
+            await consume_all(kafka_bootstrap, labels, n, timeout_s=90, settle_s=0.5, until=covers(sent))
+        )
         assert set(out) == set(sent)  # nothing lost
         assert (await asyncio.to_thread(b.terminate)) == 0, b.tail()
     finally:
@@ -157,7 +162,13 @@ async def test_kill_9_at_random_points(
     final = DaemonProcess(config, tmp_path / "final.log")
     try:
         out = await consume_all(
-            kafka_bootstrap, labels, n, timeout_s=240, isolation_level=isolation, settle_s=1.0
+            kafka_bootstrap,
+            labels,
+            n,
+            timeout_s=240,
+            isolation_level=isolation,
+            settle_s=1.0,
+            until=covers(sent),
         )
         assert (await asyncio.to_thread(final.terminate)) == 0, final.tail()
     finally:

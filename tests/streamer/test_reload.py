@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from streamer.config import ModelConfig
 from streamer.metrics import Metrics
-from streamer.reload import ModelHolder, Reloader, fingerprint, load_classifier
+from streamer.model.loading import fingerprint, load_classifier
+from streamer.model.reload import ModelHolder, Reloader
 
 
 def _promote(link: Path, target: Path) -> None:
@@ -67,7 +68,7 @@ def test_session_spinning_follows_config(tiny_bundle: Path) -> None:
     from the tokenizer and the Kafka client on small machines)."""
 
     def spinning(cfg: ModelConfig) -> str:
-        session = load_classifier(cfg)._session
+        session = load_classifier(cfg).runtime.session  # type: ignore[attr-defined]
         return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
     assert spinning(ModelConfig(path=tiny_bundle)) == "0"
@@ -76,10 +77,10 @@ def test_session_spinning_follows_config(tiny_bundle: Path) -> None:
 
 def test_threads_are_shared_out_among_workers(tiny_bundle: Path) -> None:
     """``intra_op_threads: 0`` gives each of ``workers`` batches its share of the CPUs."""
-    from streamer.reload import threads_per_worker, usable_cpus
+    from streamer.model.loading import threads_per_worker, usable_cpus
 
     def threads(cfg: ModelConfig) -> int:
-        return int(load_classifier(cfg)._session.get_session_options().intra_op_num_threads)
+        return int(load_classifier(cfg).runtime.session.get_session_options().intra_op_num_threads)
 
     assert threads_per_worker(1) == usable_cpus()
     assert threads_per_worker(10_000) == 1

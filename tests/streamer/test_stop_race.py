@@ -16,11 +16,11 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from streamer.bundle import load_bundle
-from streamer.inference import Classifier
 from streamer.metrics import Metrics
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
+from streamer.model.reload import ModelHolder
 from streamer.pipeline import Pipeline
-from streamer.reload import ModelHolder
 from streamer.testing import ConsumerStub, FakeProducer, daemon_config
 from tests.streamer.helpers import settings_from
 
@@ -84,7 +84,7 @@ async def test_records_fetched_during_stop_are_left_for_the_next_owner(
     holder = ModelHolder(Classifier(load_bundle(tiny_bundle)), None, metrics)
     consumer, producer = FakeConsumer(), FakeProducer()
     pipeline = Pipeline(settings, consumer, producer, holder, metrics)  # type: ignore[arg-type]
-    await pipeline.on_assigned([TopicPartition(TOPIC, 0)])
+    await pipeline.rebalancer.on_partitions_assigned([TopicPartition(TOPIC, 0)])
     pipeline.start()
     async with asyncio.timeout(10):
         while len(producer.sent) < 1 or pipeline.in_flight:  # noqa: ASYNC110 (polling pipeline state)

@@ -7,8 +7,8 @@ import jsonschema
 import orjson
 import pytest
 
-from streamer.inference import HeadPrediction
-from streamer.messages import (
+from streamer.model.classifier import HeadPrediction
+from streamer.records import (
     H_ERROR,
     H_SOURCE_OFFSET,
     DeadLetter,

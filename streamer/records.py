@@ -1,8 +1,9 @@
-"""Input decoding and output records. Pure: bytes in, values out, no Kafka client here.
+"""Records in and out: decode, label records, dead letters, every header, size fallbacks.
 
-Every input record becomes exactly one of :class:`TextMessage` (to be labeled) or
-:class:`DeadLetter` (to be published unchanged to the dead-letter topic with the reason),
-so nothing is ever silently dropped.
+Pure: bytes in, values out, no Kafka client here. Every input record becomes exactly one of
+:class:`TextMessage` (to be labeled) or :class:`DeadLetter` (to be published unchanged to the
+dead-letter topic with the reason), and every :class:`Item` exactly one :class:`Output`, so
+nothing is ever silently dropped.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+from aiokafka import TopicPartition
 
 if TYPE_CHECKING:
-    from streamer.inference import HeadPrediction
+    from streamer.model.classifier import BatchResult, HeadPrediction
 
 Header = tuple[str, bytes]
 
@@ -26,6 +28,8 @@ H_SOURCE_TOPIC = "sentiwire.source.topic"
 H_SOURCE_PARTITION = "sentiwire.source.partition"
 H_SOURCE_OFFSET = "sentiwire.source.offset"
 H_SOURCE_TIMESTAMP = "sentiwire.source.timestamp"
+# On a dead letter whose original value was too large to republish.
+H_VALUE_DROPPED = "sentiwire.value_dropped"
 
 # Output keys the daemon owns; input fields with these names are not passed through
 # (the input's own `source` goes to `source.origin`, see build_label_record).
@@ -40,7 +44,7 @@ class DeadLetterReason(StrEnum):
     MISSING_TEXT = "missing_text"
     TEXT_NOT_STRING = "text_not_string"
     BLANK_TEXT = "blank_text"
-    INFERENCE_ERROR = "inference_error"  # the model failed on this text alone (see pipeline)
+    INFERENCE_ERROR = "inference_error"  # the model failed on this text alone (see scheduler.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +184,84 @@ def dead_letter_headers(dl: DeadLetter) -> list[Header]:
         (H_SOURCE_TIMESTAMP, str(src.timestamp if src.timestamp is not None else "").encode()),
     )
     return [*src.headers, *ours]
+
+
+@dataclass(slots=True)
+class Item:
+    """One fetched record on its way through the daemon."""
+
+    tp: TopicPartition
+    decoded: Decoded
+    fetched_at: float  # monotonic
+
+    @property
+    def offset(self) -> int:
+        return self.decoded.source.offset
+
+
+@dataclass(slots=True)
+class Output:
+    """The one record published for one input item: its label, or its dead letter."""
+
+    item: Item
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[Header]
+
+    def for_producer(self) -> tuple[bytes | None, bytes | None]:
+        """(key, value) as a Kafka client accepts them: a record with neither gets an empty value."""
+        value = b"" if self.value is None and self.key is None else self.value
+        return self.key, value
+
+    def without_value(self, why: str = "value larger than the producer or topic accepts") -> Output:
+        """A dead letter too big to republish still leaves a trace: its headers, no value."""
+        return Output(self.item, self.topic, self.key, None, [*self.headers, (H_VALUE_DROPPED, why.encode())])
+
+
+def build_outputs(
+    items: Sequence[Item],
+    result: BatchResult | None,
+    *,
+    model_name: str,
+    model_version: str,
+    processed_at_ms: int,
+    labels_topic: str,
+    dead_letter_topic: str,
+    max_record_bytes: int,
+    include_text: bool,
+) -> list[Output]:
+    """One output per item, in item order; ``result`` holds the predictions of the text items in order.
+
+    A label record over ``max_record_bytes`` goes without its text (``"text_omitted": true``),
+    a dead letter without its original value (header ``sentiwire.value_dropped``): rather than
+    be rejected by the broker and block the partition.
+    """
+    outs: list[Output] = []
+    i = 0
+    for it in items:
+        dec = it.decoded
+        if isinstance(dec, TextMessage):
+            assert result is not None
+            record = build_label_record(
+                dec,
+                result.predictions[i],
+                model_name=model_name,
+                model_version=model_version,
+                processed_at_ms=processed_at_ms,
+                truncated=result.truncated[i],
+                include_text=include_text,
+            )
+            i += 1
+            value = encode_record(record)
+            if len(value) > max_record_bytes and "text" in record:
+                del record["text"]
+                record["text_omitted"] = True
+                value = encode_record(record)
+            outs.append(Output(it, labels_topic, dec.source.key, value, []))
+        else:
+            out = Output(it, dead_letter_topic, dec.source.key, dec.value, dead_letter_headers(dec))
+            if dec.value is not None and len(dec.value) > max_record_bytes:
+                out = out.without_value(f"original value was {len(dec.value)} bytes")
+            outs.append(out)
+    return outs

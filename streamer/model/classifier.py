@@ -1,0 +1,145 @@
+"""The one inference path: tokenize, bucket by length, run, softmax, labels.
+
+Shared by the daemon, ``sentiwire predict``, ``evaluate`` and ``retrain`` so offline metrics
+measure what is served. Holds no mutable state after ``__init__``, so worker threads may call
+it concurrently; ``run_batch`` is the daemon's CPU-bound step (run off the event loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+import numpy as np
+
+from streamer.enums import Device, Variant
+from streamer.model.buckets import plan_buckets, take_rows
+from streamer.model.bundle import Bundle
+from streamer.model.errors import InferenceError
+from streamer.model.runtime import OrtRuntime, Runtime
+from streamer.model.tokenizer import Encoded, encode, load_tokenizer
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+@dataclass(frozen=True)
+class HeadPrediction:
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Predictions of one batch with what it cost (for metrics and the bench)."""
+
+    predictions: list[dict[str, HeadPrediction]]
+    truncated: list[bool]
+    tokenize_s: float
+    infer_s: float
+    real_tokens: int
+    padded_tokens: int  # tokens fed to the model, padding included
+
+    @property
+    def padding_waste(self) -> float:
+        return 0.0 if self.padded_tokens == 0 else 1.0 - self.real_tokens / self.padded_tokens
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32, copy=False)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def _choice(enum: type[_E], value: str, what: str) -> _E:
+    """``value`` as a member of ``enum``; an InferenceError naming the choices otherwise."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum)
+        raise InferenceError(f"unknown {what} {value!r} (expected one of {choices})") from None
+
+
+class Classifier:
+    """Multi-head text classifier over a verified bundle."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        variant: Variant | str = Variant.FP32,
+        device: Device | str = Device.CPU,
+        intra_op_threads: int = 0,
+        allow_spinning: bool = False,
+    ) -> None:
+        self.bundle = bundle
+        self.variant = _choice(Variant, variant, "variant")
+        dev = _choice(Device, device, "device")
+        self._tokenizer = load_tokenizer(bundle)
+        self.runtime: Runtime = OrtRuntime(
+            bundle,
+            bundle.onnx_path(self.variant),
+            device=dev,
+            intra_op_threads=intra_op_threads,
+            allow_spinning=allow_spinning,
+        )
+        self.provider: str = self.runtime.provider
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        return encode(self._tokenizer, texts)
+
+    def infer(self, enc: Encoded) -> dict[str, np.ndarray]:
+        """Class probabilities per head for an encoded batch."""
+        if len(enc) == 0:
+            return {h.name: np.zeros((0, len(h.labels)), dtype=np.float32) for h in self.bundle.heads}
+        logits = self.runtime.run(enc)
+        return {h.name: softmax(x) for h, x in zip(self.bundle.heads, logits, strict=True)}
+
+    def to_predictions(self, probs: dict[str, np.ndarray]) -> list[dict[str, HeadPrediction]]:
+        n = len(next(iter(probs.values()))) if probs else 0
+        out: list[dict[str, HeadPrediction]] = [{} for _ in range(n)]
+        for head in self.bundle.heads:
+            p = probs[head.name]
+            best = p.argmax(axis=1)
+            for i in range(n):
+                row = p[i]
+                out[i][head.name] = HeadPrediction(
+                    label=head.labels[int(best[i])],
+                    score=float(row[best[i]]),
+                    scores={lab: float(v) for lab, v in zip(head.labels, row, strict=True)},
+                )
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, HeadPrediction]]:
+        return self.to_predictions(self.infer(self.encode(texts)))
+
+    def run_batch(self, texts: Sequence[str], *, bucket: bool = True) -> BatchResult:
+        """Predictions in the order of ``texts``, identical to ``predict(texts)``, run per length bucket."""
+        t0 = time.perf_counter()
+        enc = self.encode(texts)
+        t1 = time.perf_counter()
+        n = len(enc)
+        lengths = [int(x) for x in enc.lengths]
+        buckets = plan_buckets(lengths) if bucket and n else ([np.arange(n)] if n else [])
+        probs: dict[str, np.ndarray] = {}
+        for rows in buckets:
+            part = self.infer(take_rows(enc, rows))
+            for head, p in part.items():
+                if head not in probs:
+                    probs[head] = np.empty((n, p.shape[1]), dtype=p.dtype)
+                probs[head][rows] = p
+        t2 = time.perf_counter()
+        padded = sum(len(rows) * max(int(enc.lengths[rows].max()), 1) for rows in buckets if len(rows))
+        return BatchResult(
+            predictions=self.to_predictions(probs) if n else [],
+            truncated=[bool(x) for x in enc.truncated],
+            tokenize_s=t1 - t0,
+            infer_s=t2 - t1,
+            real_tokens=int(sum(lengths)),
+            padded_tokens=padded,
+        )
