@@ -259,6 +259,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
-    from training.retrain import register as register_retrain  # `sentiwire retrain` (owner: deploy)
+    from training.retrain.cli import register as register_retrain
 
     register_retrain(app)

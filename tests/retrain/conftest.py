@@ -24,7 +24,7 @@ def weak_bundle(retrain_splits: Splits, tmp_path_factory: pytest.TempPathFactory
 
 def served_copy(bundle: Path, models: Path) -> Path:
     """``models/current -> versions/<v>`` holding a copy of ``bundle``; returns the symlink."""
-    from training.retrain import swap_symlink
+    from training.retrain.registry import swap_symlink
 
     dest = models / "versions" / bundle.name
     shutil.copytree(bundle, dest)

@@ -50,7 +50,7 @@ def train_current(data: Path, models: Path, version: str = "v0") -> Path:
     """Train the "served" bundle through the real trainer and link models/current to it."""
     from training.config import RANDOM_TINY, TrainConfig
     from training.data import SourceSpec
-    from training.retrain import swap_symlink
+    from training.retrain.registry import swap_symlink
     from training.trainer import train
 
     cfg = TrainConfig(

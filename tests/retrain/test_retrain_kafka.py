@@ -21,7 +21,9 @@ from tests.streamer.helpers import (
     settings_from,
 )
 from training.data import SourceSpec
-from training.retrain import RetrainOptions, read_corrections, read_history, retrain
+from training.retrain.corrections import read_corrections
+from training.retrain.registry import read_history
+from training.retrain.run import RetrainOptions, retrain
 
 TEXTS = [
     "The food was cold and the service was slow.",

@@ -13,7 +13,9 @@ from streamer.model.bundle import load_bundle
 from tests.retrain.conftest import served_copy
 from tests.retrain.helpers import Splits
 from training.data import SourceSpec
-from training.retrain import RetrainError, RetrainOptions, read_history, retrain
+from training.retrain.errors import RetrainError
+from training.retrain.registry import read_history
+from training.retrain.run import RetrainOptions, retrain
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 

@@ -11,16 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from training.data import SourceSpec
-from training.retrain import (
-    ModelsDir,
-    RetrainError,
-    adopt,
-    append_history,
-    decide,
-    read_history,
-    split_holdout,
-    swap_symlink,
-)
+from training.retrain.decision import decide
+from training.retrain.errors import RetrainError
+from training.retrain.newdata import split_holdout
+from training.retrain.registry import ModelsDir, adopt, append_history, read_history, swap_symlink
 
 
 def m(f1: float, n: int = 100) -> dict[str, float]:
@@ -105,7 +99,7 @@ def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 @pytest.mark.train
 def test_prepare_data_copies_rows_carves_holdout_and_reports_skips(tiny_bundle: Path, tmp_path: Path) -> None:
     from streamer.model.bundle import load_bundle
-    from training.retrain import prepare_data
+    from training.retrain.newdata import prepare_data
 
     bundle = load_bundle(tiny_bundle)
     rows = [(f"good news {i}", "positive") for i in range(20)] + [
@@ -138,7 +132,7 @@ def test_bundle_without_a_usable_recipe_cannot_be_retrained(
     tiny_bundle_factory: Callable[..., Path], tmp_path: Path
 ) -> None:
     from streamer.model.bundle import load_bundle, read_manifest, write_manifest
-    from training.retrain import RetrainOptions, candidate_config
+    from training.retrain.run import RetrainOptions, candidate_config
 
     path = tiny_bundle_factory("norecipe", tmp_path / "b")
     with pytest.raises(RetrainError, match="no training recipe"):

@@ -1,0 +1,135 @@
+"""The ``sentiwire retrain`` command: options in, one summary (or the dry-run recipe) out."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from training.retrain.corrections import read_corrections
+from training.retrain.errors import RetrainError
+from training.retrain.registry import adopt
+from training.retrain.run import RetrainOptions, retrain
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RetrainError(f"--set {item!r}: expected KEY=VALUE (VALUE as JSON, e.g. epochs=2)")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def summary(record: Mapping[str, Any]) -> str:
+    d = record["decision"]
+    if record.get("skipped"):
+        return f"NOTHING TO DO: {d['reason']}; {record['current']['version']} keeps serving"
+    lines = [
+        f"{'PROMOTED' if d['promote'] else 'REFUSED'}: {record['candidate']['version']} "
+        f"(current {record['current']['version']}): {d['reason']}"
+    ]
+    heads = d.get("heads") or {}
+    if heads:
+        lines.append(f"{'head':<12} {'n':>6} {'current F1':>11} {'candidate F1':>13} {'delta':>8}")
+        for h, r in heads.items():
+            lines.append(
+                f"{h:<12} {r['n']:>6} {r['current']:>11.4f} {r['candidate']:>13.4f} {r['delta']:>+8.4f}"
+            )
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``sentiwire retrain``."""
+
+    @app.command("retrain")
+    def retrain_cmd(
+        served: Annotated[Path, typer.Option(help="served bundle symlink (models/current)")] = Path(
+            "models/current"
+        ),
+        data: Annotated[
+            list[str] | None, typer.Option(help="new labeled data HEAD=PATH[?options] (repeatable)")
+        ] = None,
+        holdout: Annotated[
+            list[str] | None, typer.Option(help="holdout HEAD=PATH both models are scored on (repeatable)")
+        ] = None,
+        corrections_topic: Annotated[
+            str | None, typer.Option(help="Kafka topic of human-corrected labels")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option(help="daemon config file (Kafka settings for --corrections-topic)")
+        ] = None,
+        tolerance: Annotated[float, typer.Option(help="largest allowed macro-F1 drop on any head")] = 0.01,
+        holdout_fraction: Annotated[
+            float, typer.Option(help="share of new data held out when no --holdout")
+        ] = 0.2,
+        seed: Annotated[int, typer.Option(help="seed of the holdout split")] = 13,
+        recipe_data: Annotated[
+            bool, typer.Option(help="also train on the recipe's data (--no-recipe-data: new data only)")
+        ] = True,
+        data_root: Annotated[
+            Path | None, typer.Option(help="resolve relative recipe data paths here")
+        ] = None,
+        set_: Annotated[
+            list[str] | None, typer.Option("--set", help="override a recipe field, e.g. --set epochs=2")
+        ] = None,
+        keep_rejected: Annotated[
+            bool, typer.Option(help="keep a refused candidate under candidates/")
+        ] = False,
+        variant: Annotated[
+            str, typer.Option(help="model variant scored on the holdout: fp32 | int8")
+        ] = "fp32",
+        dry_run: Annotated[
+            bool, typer.Option(help="prepare data and print the candidate recipe; train nothing")
+        ] = False,
+        adopt_dir: Annotated[
+            bool,
+            typer.Option(
+                "--adopt", help="first move a plain bundle dir at --served to versions/<v> and link it"
+            ),
+        ] = False,
+    ) -> None:
+        """Retrain from the served bundle's recipe plus new labels; promote only if no head gets worse."""
+        from training.data import DataError, parse_source
+
+        try:
+            if variant not in ("fp32", "int8"):
+                raise RetrainError(f"--variant must be fp32 or int8, got {variant!r}")
+            if corrections_topic and config is None:
+                raise RetrainError("--corrections-topic needs --config (the Kafka settings)")
+            if adopt_dir:
+                adopt(served)
+            specs = [parse_source(s) for s in data or []]
+            held = [parse_source(s) for s in holdout or []]
+            with tempfile.TemporaryDirectory(prefix="sentiwire-corrections-") as stage:
+                if corrections_topic and config is not None:
+                    specs += read_corrections(config, corrections_topic, Path(stage))
+                opts = RetrainOptions(
+                    served=served,
+                    data=specs,
+                    holdout=held,
+                    tolerance=tolerance,
+                    holdout_fraction=holdout_fraction,
+                    seed=seed,
+                    recipe_data=recipe_data,
+                    data_root=data_root,
+                    overrides=_parse_overrides(set_ or []),
+                    keep_rejected=keep_rejected,
+                    variant="int8" if variant == "int8" else "fp32",
+                    dry_run=dry_run,
+                )
+                record = retrain(opts)
+        except (RetrainError, DataError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if dry_run:
+            typer.echo(json.dumps(record, indent=2))
+            return
