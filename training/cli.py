@@ -1,7 +1,8 @@
-"""Training sub-commands of ``sentiwire`` (owner: training). No heavy imports here.
+"""Training sub-commands of ``sentiwire``. No heavy imports here.
 
 torch/transformers load only inside ``train``; ``predict`` and ``evaluate`` run on the serving
-stack (ONNX Runtime + tokenizers) so they measure exactly what the daemon serves.
+stack (ONNX Runtime + tokenizers) so they measure exactly what the daemon serves. Errors end
+with one ``error:`` line and an ``ExitCode`` (2 bad input, 1 failed export, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from streamer.errors import ExitCode, SentiwireError, exit_code_for
+
 DATA_HELP = (
     "HEAD=PATH[?text=COL&label=COL&map=FROM:TO,..&where=COL:VAL&slice=COL&name=NAME] "
     "(CSV, JSONL or Parquet; repeatable)"
 )
 
 
-def _fail(msg: str, code: int = 2) -> typer.Exit:
+def _fail(msg: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
+    return typer.Exit(int(code))
 
 
 def _variant(value: str) -> Literal["fp32", "int8"]:
@@ -114,7 +117,7 @@ def train_cmd(
     from training.data import DataError
 
     try:
-        from training.config import TrainConfig, TrainError
+        from training.config import TrainConfig
         from training.trainer import train
     except ImportError as exc:
         raise _fail(f"training needs the [train] extra (torch, transformers): {exc}") from exc
@@ -171,17 +174,15 @@ def train_cmd(
         )
         path = train(config)
     except KeyboardInterrupt:
-        raise _fail("interrupted; no bundle was written", 130) from None
-    except (DataError, TrainError, ValueError) as exc:
+        raise _fail("interrupted; no bundle was written", ExitCode.INTERRUPTED) from None
+    except ValueError as exc:  # e.g. a --source-weight that is not a number
         raise _fail(str(exc)) from exc
-    except Exception as exc:
+    except SentiwireError as exc:
         from streamer.model.bundle import BundleError
-        from training.base_models import BaseModelError
-        from training.export import ExportError
 
-        if isinstance(exc, ExportError | BundleError | BaseModelError):
-            raise _fail(str(exc), 1) from exc
-        raise
+        # a bundle error here is about the bundle just exported: a failed export, not bad input
+        code = ExitCode.FAILED if isinstance(exc, BundleError) else exit_code_for(exc)
+        raise _fail(str(exc), code) from exc
     typer.echo(str(path))
 
 
@@ -197,9 +198,6 @@ def evaluate_cmd(
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
     """Accuracy, macro-F1, per-class P/R/F1 and confusion matrix per head, on labeled files."""
-    from streamer.model.bundle import BundleError
-    from streamer.model.errors import InferenceError
-    from training.data import DataError
     from training.evaluate import evaluate_bundle, format_table
 
     try:
@@ -207,8 +205,8 @@ def evaluate_cmd(
         result = evaluate_bundle(
             model, sources, variant=_variant(variant), strict=strict, batch_size=batch_size
         )
-    except (DataError, BundleError, InferenceError) as exc:
-        raise _fail(str(exc)) from exc
+    except SentiwireError as exc:
+        raise _fail(str(exc), exit_code_for(exc)) from exc
     typer.echo(format_table(result))
     skipped = sum(sum(r["skipped"].values()) for r in result["sources"])
     if skipped:
@@ -229,9 +227,6 @@ def predict_cmd(
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
     """Label every row of a file with each head's label and probabilities."""
-    from streamer.model.bundle import BundleError
-    from streamer.model.errors import InferenceError
-    from training.data import DataError
     from training.predict import predict_file
 
     try:
@@ -244,8 +239,8 @@ def predict_cmd(
             strict=strict,
             batch_size=batch_size,
         )
-    except (DataError, BundleError, InferenceError) as exc:
-        raise _fail(str(exc)) from exc
+    except SentiwireError as exc:
+        raise _fail(str(exc), exit_code_for(exc)) from exc
     msg = f"{summary['predicted']} of {summary['rows']} rows labeled -> {summary['output']}"
     if summary["skipped"]:
         msg += f"; {summary['skipped']} skipped (blank text), rows {summary['skipped_rows']}"

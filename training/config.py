@@ -10,13 +10,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.errors import UsageError
 from training.data import SourceSpec
 
 RANDOM_TINY = "random:tiny"  # tests: tiny random BERT + MiniLM tokenizer
 
 
-class TrainError(Exception):
-    """Training cannot proceed (bad config, data, or base model)."""
+class TrainError(UsageError):
+    """Training cannot start: bad config, data or base model (exit 2, like every input error)."""
 
 
 @dataclass

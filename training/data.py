@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from streamer.errors import UsageError
 from streamer.model.bundle import sha256_file
 
 SUPPORTED = (".csv", ".jsonl", ".parquet")
@@ -30,7 +31,7 @@ SENTIMENT_LABELS = ("negative", "neutral", "positive")
 MAX_SKIPS_LISTED = 20
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """Unusable input: the message names file, row and problem."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.errors import SentiwireError
 from streamer.model.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
 from streamer.model.classifier import Classifier
 from streamer.model.tokenizer import pad_token_of
@@ -31,8 +32,8 @@ MIN_INT8_AGREEMENT = 0.98
 PARITY_BATCH_SIZES = (1, 2, 7, 16, 32)
 
 
-class ExportError(Exception):
-    """Export produced a model that does not match torch, or an int8 model too far off."""
+class ExportError(SentiwireError):
+    """Export produced a model that does not match torch, or an int8 model too far off (exit 1)."""
 
 
 @dataclass(frozen=True)

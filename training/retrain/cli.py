@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from streamer.errors import ExitCode, SentiwireError, exit_code_for
 from training.retrain.corrections import read_corrections
 from training.retrain.errors import RetrainError
 from training.retrain.registry import adopt
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Retrain from the served bundle's recipe plus new labels; promote only if no head gets worse."""
-        from training.data import DataError, parse_source
+        from training.data import parse_source
 
         try:
             if variant not in ("fp32", "int8"):
@@ -127,9 +128,12 @@ def register(app: typer.Typer) -> None:
                     dry_run=dry_run,
                 )
                 record = retrain(opts)
-        except (RetrainError, DataError) as exc:
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted; nothing was promoted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except SentiwireError as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(int(exit_code_for(exc))) from None
         if dry_run:
             typer.echo(json.dumps(record, indent=2))
             return

@@ -81,14 +81,23 @@ def read_corrections(
 
 
 async def _consume(settings_path: Path, topic: str, handle: Any, timeout_s: float) -> None:
+    from aiokafka.errors import KafkaError
+
     from streamer.config import load_settings
+    from streamer.errors import UnavailableError
     from streamer.kafka.admin import TopicError, topic_partitions
     from streamer.kafka.clients import make_reader
     from streamer.kafka.reader import ReadTimeout, read_to_end
 
     settings = load_settings(settings_path)
     consumer = make_reader(settings.kafka)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise UnavailableError(
+            f"--corrections-topic {topic}: Kafka at {settings.kafka.bootstrap_servers} not reachable: {exc}"
+        ) from exc
     try:
         try:
             tps = await topic_partitions(consumer, topic)
@@ -97,7 +106,7 @@ async def _consume(settings_path: Path, topic: str, handle: Any, timeout_s: floa
         try:
             await read_to_end(consumer, tps, handle, timeout_s=timeout_s)
         except ReadTimeout:
-            raise RetrainError(
+            raise ReadTimeout(
                 f"--corrections-topic {topic}: not read to its end within {timeout_s}s"
             ) from None
     finally:

@@ -1,7 +1,9 @@
-"""The retrain error: its message names the path, head or option at fault."""
+"""Retrain errors: their messages name the path, head or option at fault."""
 
 from __future__ import annotations
 
+from streamer.errors import UsageError
 
-class RetrainError(Exception):
-    """Retraining cannot proceed; the message names the path, head or option at fault."""
+
+class RetrainError(UsageError):
+    """Retraining cannot proceed as asked (exit 2): fix the path, head, data or option named."""
