@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
+from streamer.enums import Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 
 DATA_HELP = (
@@ -25,14 +26,6 @@ DATA_HELP = (
 def _fail(msg: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     return typer.Exit(int(code))
-
-
-def _variant(value: str) -> Literal["fp32", "int8"]:
-    if value == "fp32":
-        return "fp32"
-    if value == "int8":
-        return "int8"
-    raise _fail(f"--variant {value!r}: expected fp32 or int8")
 
 
 def _sources(items: list[str], text_column: str, label_column: str, label_maps: list[str]) -> list[Any]:
@@ -189,7 +182,7 @@ def train_cmd(
 def evaluate_cmd(
     model: Annotated[Path, typer.Option("--model", "-m", help="bundle directory")],
     data: Annotated[list[str], typer.Option("--data", help=DATA_HELP)],
-    variant: Annotated[str, typer.Option(help="fp32 | int8")] = "fp32",
+    variant: Annotated[Variant, typer.Option(help="ONNX graph to run")] = Variant.FP32,
     report: Annotated[Path | None, typer.Option(help="write the full metrics JSON here")] = None,
     text_column: Annotated[str, typer.Option()] = "text",
     label_column: Annotated[str, typer.Option()] = "label",
@@ -202,9 +195,7 @@ def evaluate_cmd(
 
     try:
         sources = _sources(data, text_column, label_column, label_map or [])
-        result = evaluate_bundle(
-            model, sources, variant=_variant(variant), strict=strict, batch_size=batch_size
-        )
+        result = evaluate_bundle(model, sources, variant=variant, strict=strict, batch_size=batch_size)
     except SentiwireError as exc:
         raise _fail(str(exc), exit_code_for(exc)) from exc
     typer.echo(format_table(result))
@@ -222,7 +213,7 @@ def predict_cmd(
     input: Annotated[Path, typer.Option("--input", "-i", help=".csv, .jsonl or .parquet")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL, one line per input row")],
     text_column: Annotated[str, typer.Option()] = "text",
-    variant: Annotated[str, typer.Option(help="fp32 | int8")] = "fp32",
+    variant: Annotated[Variant, typer.Option(help="ONNX graph to run")] = Variant.FP32,
     strict: Annotated[bool, typer.Option(help="blank texts become errors")] = False,
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
@@ -235,7 +226,7 @@ def predict_cmd(
             input,
             output,
             text_column=text_column,
-            variant=_variant(variant),
+            variant=variant,
             strict=strict,
             batch_size=batch_size,
         )

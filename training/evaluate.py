@@ -12,10 +12,11 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from streamer.enums import Variant
 from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
 from training.data import DataError, SourceSpec, load_source
@@ -26,7 +27,7 @@ def evaluate_bundle(
     bundle_path: str | Path,
     sources: Sequence[SourceSpec],
     *,
-    variant: Literal["fp32", "int8"] = "fp32",
+    variant: Variant = Variant.FP32,
     strict: bool = False,
     batch_size: int = 64,
     progress: bool = False,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.enums import Variant
 from streamer.errors import SentiwireError
 from streamer.model.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
 from streamer.model.classifier import Classifier
@@ -151,9 +152,9 @@ def check_parity(
     import torch
 
     bundle = load_bundle(staging, verify=False)
-    fp32 = Classifier(bundle, variant="fp32")
-    int8 = Classifier(bundle, variant="int8")
-    session = ort.InferenceSession(str(bundle.onnx_path("fp32")), providers=["CPUExecutionProvider"])
+    fp32 = Classifier(bundle, variant=Variant.FP32)
+    int8 = Classifier(bundle, variant=Variant.INT8)
+    session = ort.InferenceSession(str(bundle.onnx_path(Variant.FP32)), providers=["CPUExecutionProvider"])
     names = [f"logits_{h.name}" for h in bundle.heads]
     all_texts = _parity_texts(texts)
     max_diff = 0.0
@@ -227,7 +228,7 @@ def build_bundle(
     try:
         model = model.eval()
         write_tokenizer(tokenizer_file, staging / TOKENIZER_FILE, max_length)
-        export_onnx(model, staging / ONNX_FILES["fp32"])
+        export_onnx(model, staging / ONNX_FILES[Variant.FP32])
         if report_dir is not None and report_dir.is_dir():
             shutil.copytree(report_dir, staging / "report")
         manifest: dict[str, Any] = {
@@ -245,7 +246,7 @@ def build_bundle(
         }
         tried: dict[str, dict[str, float]] = {}
         for level in QUANT_LEVELS:
-            quantize_int8(staging / ONNX_FILES["fp32"], staging / ONNX_FILES["int8"], level)
+            quantize_int8(staging / ONNX_FILES[Variant.FP32], staging / ONNX_FILES[Variant.INT8], level)
             write_manifest(staging, manifest)
             checks = check_parity(model, staging, parity_texts, force=force, agreement_texts=agreement_texts)
             tried[level] = checks.int8_agreement

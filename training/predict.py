@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
+from streamer.enums import Variant
 from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
 from training.data import DataError, read_rows
@@ -20,7 +21,7 @@ def predict_file(
     output_path: str | Path,
     *,
     text_column: str = "text",
-    variant: Literal["fp32", "int8"] = "fp32",
+    variant: Variant = Variant.FP32,
     strict: bool = False,
     batch_size: int = 64,
 ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from streamer.enums import Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 from training.retrain.corrections import read_corrections
 from training.retrain.errors import RetrainError
@@ -85,9 +86,7 @@ def register(app: typer.Typer) -> None:
         keep_rejected: Annotated[
             bool, typer.Option(help="keep a refused candidate under candidates/")
         ] = False,
-        variant: Annotated[
-            str, typer.Option(help="model variant scored on the holdout: fp32 | int8")
-        ] = "fp32",
+        variant: Annotated[Variant, typer.Option(help="model variant scored on the holdout")] = Variant.FP32,
         dry_run: Annotated[
             bool, typer.Option(help="prepare data and print the candidate recipe; train nothing")
         ] = False,
@@ -102,8 +101,6 @@ def register(app: typer.Typer) -> None:
         from training.data import parse_source
 
         try:
-            if variant not in ("fp32", "int8"):
-                raise RetrainError(f"--variant must be fp32 or int8, got {variant!r}")
             if corrections_topic and config is None:
                 raise RetrainError("--corrections-topic needs --config (the Kafka settings)")
             if adopt_dir:
@@ -124,7 +121,7 @@ def register(app: typer.Typer) -> None:
                     data_root=data_root,
                     overrides=_parse_overrides(set_ or []),
                     keep_rejected=keep_rejected,
-                    variant="int8" if variant == "int8" else "fp32",
+                    variant=variant,
                     dry_run=dry_run,
                 )
                 record = retrain(opts)

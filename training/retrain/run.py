@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from streamer.enums import Variant
 from training.retrain.decision import decide
 from training.retrain.errors import RetrainError
 from training.retrain.newdata import prepare_data, rebase_recipe_data
@@ -41,7 +42,7 @@ class RetrainOptions:
     data_root: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     keep_rejected: bool = False
-    variant: Literal["fp32", "int8"] = "fp32"
+    variant: Variant = Variant.FP32
     dry_run: bool = False
 
 

@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamer.enums import Variant
+
 if TYPE_CHECKING:
     from training.data import LabeledSet
 
 
 def evaluate(
-    bundle_path: Path, holdout: Mapping[str, Sequence[LabeledSet]], variant: str = "fp32"
+    bundle_path: Path, holdout: Mapping[str, Sequence[LabeledSet]], variant: Variant = Variant.FP32
 ) -> dict[str, Any]:
     """Per head holdout score through ``training.evaluate.evaluate_bundle`` (the serving inference path).
 
@@ -23,7 +25,7 @@ def evaluate(
     from training.evaluate import evaluate_bundle
 
     specs = [s.spec for sets in holdout.values() for s in sets]
-    result = evaluate_bundle(bundle_path, specs, variant="int8" if variant == "int8" else "fp32")
+    result = evaluate_bundle(bundle_path, specs, variant=variant)
     out: dict[str, Any] = {}
     for head, hm in result["heads"].items():
         sources = hm["by_source"]
