@@ -44,7 +44,7 @@ def spike_model(
     """(bundle, texts it labels negative, texts it labels otherwise), real tweets."""
     from streamer.model.bundle import load_bundle
     from streamer.model.classifier import Classifier
-    from tests.fixtures.bundle import build_tiny_bundle
+    from training.testing import build_tiny_bundle
 
     bundle = build_tiny_bundle(
         tmp_path_factory.mktemp("spike-model") / "bundle", version="tiny-spike", seed=SEED
