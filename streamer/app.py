@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from streamer.config import ModelConfig, Settings
 from streamer.errors import ExitCode, SentiwireError, UsageError
 from streamer.http import HttpServer
-from streamer.kafka.clients import make_consumer, make_producer
+from streamer.kafka.clients import make_consumer, make_producer, start_with_backoff
 from streamer.metrics import Metrics
 from streamer.model.classifier import Classifier
 from streamer.model.loading import fingerprint, load_classifier
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from streamer.alerting.engine import AlertEngine
 
 log = structlog.get_logger("sentiwire.app")
+
+# Readiness follows the brokers: one metadata request this often (it also bounds the request).
+KAFKA_PROBE_INTERVAL_S = 2.0
 
 
 class StartupError(UsageError):
@@ -61,6 +64,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self.alerts: AlertEngine | None = None
         self.started = asyncio.Event()
+        self.kafka_reachable = True
         self.exit_code: int | None = None
         self.metrics.ready.set_function(lambda: 1.0 if self.ready()[0] else 0.0)
 
@@ -76,6 +80,8 @@ class Daemon:
             return False, "consumer has not joined its group yet"
         if self._stopping:
             return False, "shutting down"
+        if not self.kafka_reachable:
+            return False, "Kafka not reachable (metadata requests fail); riding it out"
         if not self.pipeline.healthy():
             return False, "pipeline failed"
         return (
@@ -117,19 +123,20 @@ class Daemon:
         tasks: list[asyncio.Task[Any]] = []
         engine: AlertEngine | None = None
         try:
-            await producer.start()
-            await consumer.start()
+            if s.http.enabled:  # first, so probes answer (not ready) while Kafka is awaited
+                self.http = HttpServer(self._registry, self.healthy, self.ready, s.http.host, s.http.port)
+                port = await self.http.start()
+                log.info("http listening", host=s.http.host, port=port)
+            await start_with_backoff(producer, s.kafka, "producer")
+            await start_with_backoff(consumer, s.kafka, "consumer")
             await self._check_topics(consumer)
             self.pipeline = Pipeline(s, consumer, producer, self.models, self.metrics)
             consumer.subscribe(s.input.topics, listener=self.pipeline.listener())
             self.pipeline.start()
-            if s.http.enabled:
-                self.http = HttpServer(self._registry, self.healthy, self.ready, s.http.host, s.http.port)
-                port = await self.http.start()
-                log.info("http listening", host=s.http.host, port=port)
             tasks.append(
                 asyncio.create_task(Reloader(s.model, self.models, self.metrics).run(), name="reload")
             )
+            tasks.append(asyncio.create_task(self._watch_kafka(consumer), name="kafka-probe"))
             engine = await self._start_alerts()
         except SentiwireError as exc:
             log.error("cannot start", error=str(exc), bootstrap_servers=s.kafka.bootstrap_servers)
@@ -170,6 +177,23 @@ class Daemon:
             error=repr(fatal) if fatal else None,
         )
         return ExitCode.FAILED if fatal is not None else ExitCode.OK
+
+    async def _watch_kafka(self, consumer: Any) -> None:
+        """Not ready while the brokers do not answer; clients reconnect by themselves meanwhile."""
+        while True:
+            await asyncio.sleep(KAFKA_PROBE_INTERVAL_S)
+            error: BaseException | None = None
+            try:
+                async with asyncio.timeout(KAFKA_PROBE_INTERVAL_S * 2):
+                    await consumer.topics()
+            except (KafkaError, TimeoutError) as exc:
+                error = exc
+            if (error is None) != self.kafka_reachable:
+                if error is None:
+                    log.info("Kafka reachable again")
+                else:
+                    log.warning("Kafka not reachable; not ready until it is", error=repr(error))
+            self.kafka_reachable = error is None
 
     async def _load_model(self) -> tuple[Classifier, Any]:
         cfg = self.settings.model

@@ -46,6 +46,9 @@ class KafkaConfig(_Section):
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(default=40_000, gt=0)
+    # At start-up the brokers may not be up yet (a rolling restart): retry with back-off for this
+    # long, not ready meanwhile, then exit 3 (UNAVAILABLE). 0 tries once.
+    startup_wait_s: float = Field(default=120.0, ge=0)
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaConfig:

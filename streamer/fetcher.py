@@ -3,7 +3,8 @@
 Every fetched record is tracked (offsets.py) and decoded (records.py) into an :class:`Item`
 for the scheduler. When ``max_in_flight`` records are fetched but unacknowledged, every owned
 partition is paused (so aiokafka stops prefetching too) until at most half of them are:
-memory stays flat under any backlog.
+memory stays flat under any backlog. The loop keeps polling while paused, so a model slower
+than ``max_poll_interval_ms`` never costs the group membership.
 """
 
 from __future__ import annotations
@@ -55,12 +56,20 @@ class Fetcher:
         self._deliver = deliver
 
     async def run(self) -> None:
+        paused: frozenset[TopicPartition] = frozenset()
         while not self.flow.draining:
             in_flight = self.tracker.unacked_total()
-            if in_flight >= self._max_in_flight:
-                await self._backpressure()
-                continue
-            room = self._max_in_flight - in_flight
+            if not paused and in_flight >= self._max_in_flight:
+                paused = self._pause()
+            elif paused and in_flight <= self._resume_below:
+                self._resume(paused)
+                paused = frozenset()
+            elif paused and not paused >= self._owned():
+                paused = self._pause()  # partitions assigned while paused
+            # getmany runs while paused too: it returns nothing for paused partitions, but a
+            # consumer that stops calling it for max_poll_interval_ms is put out of its group,
+            # and a slow model would then re-process the same records forever (aiokafka#848).
+            room = max(self._max_in_flight - in_flight, 1)
             batch = await self.consumer.getmany(
                 timeout_ms=POLL_TIMEOUT_MS, max_records=min(self._fetch_max, room)
             )
@@ -69,15 +78,14 @@ class Fetcher:
             if batch and not self.flow.draining:
                 self._enqueue(batch)
 
-    async def _backpressure(self) -> None:
-        paused = list(self._owned())
-        self.consumer.pause(*paused)
+    def _pause(self) -> frozenset[TopicPartition]:
+        owned = self._owned()
+        self.consumer.pause(*owned)
         self.metrics.paused.set(1)
         log.debug("backpressure: fetching paused", in_flight=self.tracker.unacked_total())
-        await self.flow.wait_for(
-            lambda: self.tracker.unacked_total() <= self._resume_below or self.flow.draining,
-            deadline=float("inf"),
-        )
+        return frozenset(owned)
+
+    def _resume(self, paused: frozenset[TopicPartition]) -> None:
         owned = self._owned()
         self.consumer.resume(*[tp for tp in paused if tp in owned])
         self.metrics.paused.set(0)

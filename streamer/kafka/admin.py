@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -76,10 +76,18 @@ async def wait_for_leaders(
         await asyncio.sleep(0.1)
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Every partition of ``topic`` (fresh metadata); TopicError if the topic does not exist."""
-    await consumer.topics()  # refreshes the cluster metadata partitions_for_topic reads
-    parts = consumer.partitions_for_topic(topic)
-    if not parts:
-        raise TopicError(f"topic {topic!r} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(parts)]
+async def topic_partitions(client_kw: Mapping[str, Any], topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``, asked of the cluster (a consumer's metadata cache only knows
+    the topics it already tracks); TopicError if the topic does not exist.
+
+    ``client_kw`` are connection arguments (``clients.client_kwargs`` or a bootstrap_servers dict).
+    """
+    admin = AIOKafkaAdminClient(**client_kw)
+    await admin.start()
+    try:
+        if topic not in set(await admin.list_topics()):
+            raise TopicError(f"topic {topic!r} does not exist")
+        parts = await wait_for_leaders(admin, [topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p) for p in parts[topic]]

@@ -6,13 +6,33 @@ alert engine uses :func:`client_kwargs` too so one ``kafka`` section configures 
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import Any, Protocol
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 
 from streamer.config import KafkaConfig, Settings
 from streamer.enums import Delivery
+from streamer.errors import UnavailableError
+
+log = structlog.get_logger("sentiwire.kafka")
+
+# Back-off between start-up attempts: doubling from the first to the last value.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+
+class KafkaUnavailable(UnavailableError):
+    """The brokers did not answer within ``kafka.startup_wait_s``."""
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+
 
 # Room for our dead-letter headers on top of a maximal input record.
 _REQUEST_HEADROOM = 64 * 1024
@@ -91,3 +111,36 @@ def make_reader(
         auto_offset_reset="earliest",
         isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
+
+
+async def start_with_backoff(client: _Startable, kafka: KafkaConfig, what: str) -> None:
+    """``client.start()``, retried with doubling back-off while the brokers cannot be reached.
+
+    Only connection failures are retried (a rolling restart, a broker not up yet); refused
+    credentials or ACLs fail at once. Gives up with :class:`KafkaUnavailable` after
+    ``kafka.startup_wait_s``.
+    """
+    deadline = time.monotonic() + kafka.startup_wait_s
+    delay = BACKOFF_FIRST_S
+    attempt = 1
+    while True:
+        try:
+            await client.start()
+            return
+        except KafkaConnectionError as exc:
+            if time.monotonic() + delay > deadline:
+                raise KafkaUnavailable(
+                    f"{what}: Kafka at {kafka.bootstrap_servers} not reachable after {attempt} attempt(s) "
+                    f"in {kafka.startup_wait_s:g} s (kafka.startup_wait_s): {exc}"
+                ) from exc
+            log.warning(
+                "Kafka not reachable yet; retrying",
+                client=what,
+                attempt=attempt,
+                retry_in_s=delay,
+                bootstrap_servers=kafka.bootstrap_servers,
+                error=str(exc),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+            attempt += 1

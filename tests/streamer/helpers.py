@@ -131,7 +131,7 @@ async def consume_all(
     )
     await consumer.start()
     try:
-        consumer.assign(await topic_partitions(consumer, topic))
+        consumer.assign(await topic_partitions({"bootstrap_servers": bootstrap}, topic))
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         settle_until: float | None = None

@@ -1,0 +1,242 @@
+"""Faults on the real broker: a model slower than max_poll_interval_ms, Kafka not up at start-up,
+a broker restart mid-stream. Waits are on conditions (generous timeouts, messages that say
+what was missing), never on timing thresholds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sentiwire.devbroker import create_topics, start_broker
+from sentiwire.procs import free_port
+from streamer.app import Daemon
+from streamer.config import ModelConfig
+from streamer.errors import ExitCode
+from streamer.model.bundle import load_bundle
+from streamer.model.classifier import BatchResult, Classifier
+from streamer.testing import daemon_config
+from tests.streamer.helpers import (
+    REPO,
+    DaemonProcess,
+    consume_all,
+    covers,
+    json_messages,
+    labeled_positions,
+    produce,
+    produce_steadily,
+    settings_from,
+    wait_for_log,
+    write_config,
+)
+
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+
+
+def _texts(n: int) -> list[str]:
+    return [f"Company {i} reported quarterly results; shares moved {i % 13}%." for i in range(n)]
+
+
+class SlowClassifier(Classifier):
+    """Every batch takes ``delay_s`` longer: the model is the bottleneck, in-flight fills up."""
+
+    delay_s = 0.5
+
+    def run_batch(self, texts: Sequence[str], *, bucket: bool = True) -> BatchResult:
+        time.sleep(self.delay_s)
+        return super().run_batch(texts, bucket=bucket)
+
+
+async def test_a_model_slower_than_max_poll_interval_keeps_the_group(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Backpressure pauses fetching for many max_poll_interval_ms; the member must stay in its
+    group (no revocation, every record labeled once), not re-process forever (aiokafka#848)."""
+    topic, labels, dlq = kafka_topic_factory(2), kafka_topic_factory(2), kafka_topic_factory(1)
+    n = 48
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topics=topic,
+        labels=labels,
+        dlq=dlq,
+        group="slow-model",
+        # 12 batches of 4 at 0.5 s each, with one batch in flight: ~6 s paused > 2 s poll interval.
+        input={**FAST_GROUP, "max_poll_interval_ms": 2000},
+        model={"workers": 1},
+        batching={"max_batch_size": 4, "max_wait_ms": 5, "max_in_flight": 4, "commit_interval_ms": 200},
+    )
+    settings = settings_from(tmp_path, cfg)
+    sent = await produce(kafka_bootstrap, topic, json_messages(_texts(n)))
+
+    def loader(model_cfg: ModelConfig) -> Classifier:
+        return SlowClassifier(load_bundle(model_cfg.path), intra_op_threads=1)
+
+    daemon = Daemon(settings, registry=CollectorRegistry(), loader=loader)
+    task = asyncio.create_task(daemon.run())
+    try:
+        out = await consume_all(kafka_bootstrap, labels, n, timeout_s=120, settle_s=3.0, until=covers(sent))
+        revoked = daemon.metrics.rebalances.labels(event="revoked")._value.get()
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, timeout=60)
+    positions = labeled_positions(out)
+    assert set(positions) == set(sent), "records were not labeled"
+    dup = [p for p, c in collections.Counter(positions).items() if c > 1]
+    assert not dup, f"{len(dup)} records labeled twice: the member lost its group while paused"
+    assert revoked == 0, "partitions were revoked: max_poll_interval_ms expired during backpressure"
+    assert daemon.exit_code == 0
+
+
+def _serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sentiwire", "serve", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_kafka_unreachable_at_start_exits_unavailable_after_waiting(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Nobody listens on the bootstrap port: retries with back-off for startup_wait_s, then exit 3."""
+    port = free_port()
+    cfg = daemon_config(
+        bootstrap=f"127.0.0.1:{port}",
+        bundle=tiny_bundle,
+        topics="news",
+        labels="labels",
+        dlq="dlq",
+        group="g",
+        kafka={"bootstrap_servers": f"127.0.0.1:{port}", "startup_wait_s": 3},
+        http={"enabled": False},
+    )
+    proc = _serve(write_config(tmp_path / "c.yaml", cfg))
+    assert proc.returncode == ExitCode.UNAVAILABLE, proc.stderr[-3000:]
+    assert "Kafka not reachable yet; retrying" in proc.stderr, proc.stderr[-3000:]
+    assert "kafka.startup_wait_s" in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+async def test_daemon_started_before_the_broker_waits_for_it(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A rolling restart: the pod starts while Kafka is down, is not ready, then serves."""
+    workdir = tmp_path / "broker"
+    broker = start_broker(workdir=workdir)
+    port, controller = broker.port, broker.controller_port
+    try:
+        await create_topics(broker.bootstrap, {"news": 2, "labels": 2, "dlq": 1})
+    finally:
+        broker.stop()
+    http_port = free_port()
+    cfg = daemon_config(
+        bootstrap=broker.bootstrap,
+        bundle=tiny_bundle,
+        topics="news",
+        labels="labels",
+        dlq="dlq",
+        group="late-broker",
+        input=FAST_GROUP,
+        kafka={"bootstrap_servers": broker.bootstrap, "startup_wait_s": 120},
+        http={"host": "127.0.0.1", "port": http_port},
+    )
+    daemon = DaemonProcess(write_config(tmp_path / "c.yaml", cfg), tmp_path / "daemon.log")
+    broker = None
+    try:
+        await wait_for_log(daemon, "Kafka not reachable yet; retrying", timeout_s=60)
+        assert _probe(http_port, "/readyz") == 503, "ready before Kafka was reachable"
+        broker = start_broker(port=port, controller_port=controller, workdir=workdir)
+        await wait_for_log(daemon, "partitions assigned", lambda e: e["partitions"], timeout_s=90)
+        sent = await produce(broker.bootstrap, "news", json_messages(_texts(200)))
+        out = await consume_all(broker.bootstrap, "labels", 200, timeout_s=90, until=covers(sent))
+        assert set(labeled_positions(out)) == set(sent)
+        assert _probe(http_port, "/readyz") == 200
+        assert (await asyncio.to_thread(daemon.terminate)) == 0, daemon.tail()
+    finally:
+        daemon.close()
+        if broker is not None:
+            broker.stop()
+
+
+def _probe(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return -1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+async def test_broker_restart_mid_stream_is_ridden_out(
+    delivery: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The broker stops for ~15 s mid-stream and comes back on the same data dir: the daemon does
+    not exit, is not ready while Kafka is gone and ready again after, and nothing is lost (or,
+    under exactly_once, duplicated for read_committed readers)."""
+    workdir = tmp_path / "broker"
+    broker = start_broker(workdir=workdir)
+    port, controller, bootstrap = broker.port, broker.controller_port, broker.bootstrap
+    await create_topics(bootstrap, {"news": 3, "labels": 3, "dlq": 1})
+    http_port = free_port()
+    n = 3000
+    cfg = daemon_config(
+        bootstrap=bootstrap,
+        bundle=tiny_bundle,
+        topics="news",
+        labels="labels",
+        dlq="dlq",
+        group=f"restart-{delivery}",
+        input=FAST_GROUP,
+        delivery=delivery,
+        exactly_once={"transactional_id": f"restart-{delivery}", "transaction_timeout_ms": 60_000},
+        http={"host": "127.0.0.1", "port": http_port},
+    )
+    daemon = DaemonProcess(write_config(tmp_path / "c.yaml", cfg), tmp_path / "daemon.log")
+    current = broker
+    try:
+        await wait_for_log(daemon, "partitions assigned", lambda e: e["partitions"], timeout_s=90)
+        first = await produce_steadily(
+            bootstrap, "news", json_messages(_texts(n // 2)), per_tick=50, tick_s=0.05
+        )
+        current.stop()
+        outage_ends = time.monotonic() + 15
+        not_ready = False
+        while time.monotonic() < outage_ends:
+            not_ready = not_ready or _probe(http_port, "/readyz") == 503
+            assert daemon.proc.poll() is None, f"daemon exited during the outage:\n{daemon.tail()}"
+            await asyncio.sleep(0.5)
+        current = start_broker(port=port, controller_port=controller, workdir=workdir)
+        second = await produce(bootstrap, "news", json_messages(_texts(n // 2), prefix="b"))
+        sent = [*first, *second]
+        isolation = "read_committed" if delivery == "exactly_once" else "read_uncommitted"
+        out = await consume_all(
+            bootstrap, "labels", n, timeout_s=180, isolation_level=isolation, settle_s=2.0, until=covers(sent)
+        )
+        positions = labeled_positions(out)
+        assert set(positions) == set(sent), f"{len(set(sent) - set(positions))} records lost"
+        if delivery == "exactly_once":
+            assert len(positions) == len(set(positions)), "duplicates visible to read_committed"
+        assert not_ready, "/readyz stayed 200 while the broker was down"
+        deadline = time.monotonic() + 60
+        while _probe(http_port, "/readyz") != 200:
+            assert time.monotonic() < deadline, f"not ready again after the broker returned:\n{daemon.tail()}"
+            await asyncio.sleep(0.5)
+        assert daemon.proc.poll() is None, daemon.tail()
+        assert (await asyncio.to_thread(daemon.terminate)) == 0, daemon.tail()
+    finally:
+        daemon.close()
+        current.stop()
