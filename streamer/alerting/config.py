@@ -1,6 +1,6 @@
 """Settings of the negative-sentiment spike detector and its engine.
 
-Embedded in the daemon's ``Settings`` as the ``alerts`` section (CONTRACTS.md §4), so the
+Embedded in the daemon's ``Settings`` as the ``alerts`` section (README "Configuration"), so the
 same YAML drives ``sentiwire serve`` (engine in-process) and ``sentiwire alert`` (own process).
 """
 
@@ -75,6 +75,25 @@ class AlertsConfig(BaseModel):
     # now - allowed_lateness so that a quiet stream still resolves its alerts.
     idle_advance_s: float = Field(30.0, gt=0)
 
+    # Event time per input partition (a "lane": the label's source topic and partition). The
+    # clock is the minimum of the lanes' watermarks, so a partition worked behind the others
+    # is on time, not late. A lane that delivered nothing for `idle_partition_s` (wall clock)
+    # stops holding the clock back; one more than `max_partition_lag_s` of event time behind
+    # the fastest is not waited for (its records behind the clock are dropped as `capped`).
+    idle_partition_s: float = Field(30.0, gt=0)
+    max_partition_lag_s: float = Field(21600.0, gt=0)
+    # Bounded memory: lanes kept (least recently seen forgotten first), and per lane the
+    # ranges of source offsets seen, for dropping redelivered labels (oldest forgotten first).
+    max_partitions: int = Field(1024, ge=1)
+    dedup_ranges_per_partition: int = Field(64, ge=1)
+
+    # An alert decided this long after its window closed (wall clock minus event time) is
+    # marked `backfill`: it is about the past (a backlog caught up, a lagging replica).
+    backfill_after_s: float = Field(120.0, ge=0)
+    # One incident per burst: a firing scope explained by an open incident's scope (or that
+    # explains it) joins that incident as a related scope instead of paging on its own.
+    group_incidents: bool = True
+
     @field_validator("entity_aliases")
     @classmethod
     def _aliases_not_blank(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -98,6 +117,10 @@ class AlertsConfig(BaseModel):
             )
         if self.resolve_lift > self.min_lift:
             raise ValueError(f"resolve_lift ({self.resolve_lift}) must not exceed min_lift ({self.min_lift})")
+        if self.max_partition_lag_s < self.allowed_lateness_s:
+            raise ValueError(
+                f"max_partition_lag_s ({self.max_partition_lag_s}) must be at least allowed_lateness_s ({self.allowed_lateness_s})"
+            )
         if self.max_metric_entities > self.max_entities:
             raise ValueError(
                 f"max_metric_entities ({self.max_metric_entities}) must not exceed max_entities ({self.max_entities})"

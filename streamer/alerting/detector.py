@@ -1,27 +1,30 @@
 """Negative-sentiment spike detection over labeled records. Pure: no I/O, no clocks.
 
-Time is event time (``source.timestamp`` of each labeled record, ms). Each record is
-counted into the windows of its scopes (global, its topic label, each entity it names;
-``windows``); every bucket boundary the event clock's watermark passes is judged once per
-scope by the rule (``rule``), and a decision that changes a scope's state becomes an
-``AlertEvent`` (``events``). Records older than the watermark are counted as ``late`` and
-left out (never silently); entity scopes are bounded (least recently seen evicted first,
-never one that is firing unless every one is).
+Time is event time (``source.timestamp`` of each labeled record, ms). The event clock
+(``clock``) admits each record on its lane (input partition): a redelivered source offset is
+dropped as ``duplicate``, a record behind the watermark as ``late`` (or ``capped`` when its
+lane is too far behind to be waited for), never silently. An admitted record is counted into
+the windows of its scopes (global, its topic label, each entity it names; ``windows``);
+every bucket boundary the watermark passes is judged once per scope by the rule (``rule``),
+and a decision that changes a scope's state becomes an ``AlertEvent`` (``events``). Entity
+scopes are bounded (least recently seen evicted first, never one that is firing unless
+every one is).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from streamer.alerting.clock import DEFAULT_LANE, EventClock, Lane, Verdict
 from streamer.alerting.config import AlertsConfig
 from streamer.alerting.entities import EntityExtractor
-from streamer.alerting.events import AlertEvent, AlertState, make_event
+from streamer.alerting.events import AlertEvent, AlertState, Overlap, make_event
 from streamer.alerting.records import ParsedRecord, RecordError, parse_record
 from streamer.alerting.rule import ActiveAlert, Evaluation, SpikeRule
-from streamer.alerting.windows import NEVER, EventClock, ScopeWindows, WindowShape
+from streamer.alerting.windows import NEVER, ScopeWindows, WindowShape
 
 ScopeKind = Literal["global", "topic", "entity"]
 ScopeKey = tuple[str, str]
@@ -45,12 +48,28 @@ class ScopeState(ScopeWindows):
 
 @dataclass
 class DetectorStats:
-    records: int = 0
+    records: int = 0  # parsed records; each is counted, late, capped or a duplicate
     invalid: int = 0
     late: int = 0
+    capped: int = 0
+    duplicate: int = 0
     evicted: int = 0
     evaluations: int = 0
     last_invalid: str | None = None
+    last_late: dict[str, Any] | None = None  # source and lag of the newest late/capped record
+
+    @property
+    def counted(self) -> int:
+        return self.records - self.late - self.capped - self.duplicate
+
+
+def lane_of(rec: ParsedRecord, partition: int | None) -> tuple[Lane, int | None]:
+    """The record's lane and its source offset (for de-duplication), see ``clock``."""
+    src = rec.source
+    topic, part, offset = src.get("topic"), src.get("partition"), src.get("offset")
+    if isinstance(topic, str) and isinstance(part, int) and not isinstance(part, bool):
+        return (topic, part), offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+    return ("", partition) if partition is not None else DEFAULT_LANE, None
 
 
 class SpikeDetector:
@@ -65,7 +84,13 @@ class SpikeDetector:
         self.bucket_ms = self.shape.bucket_ms
         self.rule = SpikeRule(config)
         self.z = self.rule.z
-        self.clock = EventClock(round(config.allowed_lateness_s * 1000))
+        self.clock = EventClock(
+            round(config.allowed_lateness_s * 1000),
+            idle_s=config.idle_partition_s,
+            max_lag_ms=round(config.max_partition_lag_s * 1000),
+            max_lanes=config.max_partitions,
+            max_ranges=config.dedup_ranges_per_partition,
+        )
         self.global_scope = ScopeState(*GLOBAL_SCOPE)
         self.topics: dict[str, ScopeState] = {}
         # Least-recently-seen first; move_to_end on every sighting.
@@ -78,26 +103,47 @@ class SpikeDetector:
         """Read what the detector needs from a labels-topic record."""
         return parse_record(record, self.config, self.entities)
 
-    def process(self, record: Mapping[str, Any]) -> list[AlertEvent]:
-        """Count one labeled record; return the alert events its arrival caused."""
+    def process(
+        self, record: Mapping[str, Any], *, partition: int | None = None, now_s: float | None = None
+    ) -> list[AlertEvent]:
+        """Count one labeled record; return the alert events its arrival caused.
+
+        ``partition`` is its labels-topic partition (the lane of a record without a source
+        partition); ``now_s`` is processing time (monotonic seconds), which idleness needs.
+        """
         try:
             rec = self.parse(record)
         except RecordError as exc:
             self.stats.invalid += 1
             self.stats.last_invalid = str(exc)
             return []
-        return self.add(rec)
+        return self.add(rec, partition=partition, now_s=now_s)
 
-    def process_many(self, records: Iterable[Mapping[str, Any]]) -> list[AlertEvent]:
+    def process_many(
+        self, records: Iterable[Mapping[str, Any]], *, now_s: float | None = None
+    ) -> list[AlertEvent]:
         events: list[AlertEvent] = []
         for record in records:
-            events.extend(self.process(record))
+            events.extend(self.process(record, now_s=now_s))
         return events
 
-    def add(self, rec: ParsedRecord) -> list[AlertEvent]:
+    def process_from(
+        self, records: Iterable[tuple[Mapping[str, Any], int]], *, now_s: float | None = None
+    ) -> list[AlertEvent]:
+        """``(record, labels partition)`` pairs, as the engine reads them."""
+        events: list[AlertEvent] = []
+        for record, partition in records:
+            events.extend(self.process(record, partition=partition, now_s=now_s))
+        return events
+
+    def add(
+        self, rec: ParsedRecord, *, partition: int | None = None, now_s: float | None = None
+    ) -> list[AlertEvent]:
         self.stats.records += 1
-        if self.clock.is_late(rec.ts_ms):
-            self.stats.late += 1
+        lane, offset = lane_of(rec, partition)
+        verdict = self.clock.admit(lane, rec.ts_ms, offset, now_s)
+        if verdict != "ok":
+            self._drop(verdict, rec)
             return []
         if self.next_eval_ms is None:
             self.next_eval_ms = (rec.ts_ms // self.bucket_ms + 1) * self.bucket_ms
@@ -113,14 +159,42 @@ class SpikeDetector:
             scopes.append(scope)
         for name in rec.entities:
             scopes.append(self._entity(name))
+        by_topic = cfg.scope_topics and rec.topic is not None
         for scope in scopes:
-            scope.count(bucket, rec, cfg.max_examples, cfg.example_chars)
-        self.clock.observe(rec.ts_ms)
+            scope.count(
+                bucket, rec, cfg.max_examples, cfg.example_chars, by_topic=by_topic and scope.kind == "entity"
+            )
         return self._run_due()
+
+    def _drop(self, verdict: Verdict, rec: ParsedRecord) -> None:
+        st = self.stats
+        if verdict == "duplicate":
+            st.duplicate += 1
+            return
+        if verdict == "capped":
+            st.capped += 1
+        else:
+            st.late += 1
+        wm = self.clock.watermark_ms
+        st.last_late = {
+            "reason": verdict,
+            "source": rec.source,
+            "behind_s": None if wm is None else round((wm - rec.ts_ms) / 1000, 3),
+        }
 
     def advance_to(self, ts_ms: int) -> list[AlertEvent]:
         """Move the event clock without a record (a quiet stream must still resolve)."""
         if not self.clock.advance_to(ts_ms):
+            return []
+        return self._run_due()
+
+    def expect_lanes(self, lanes: Iterable[Lane], now_s: float) -> None:
+        """Input partitions known to exist: the clock waits for each until it delivers or idles."""
+        self.clock.expect(lanes, now_s)
+
+    def tick(self, now_s: float) -> list[AlertEvent]:
+        """Processing time passed: idle lanes stop holding the clock; judge what that makes due."""
+        if not self.clock.expire(now_s):
             return []
         return self._run_due()
 
@@ -165,7 +239,8 @@ class SpikeDetector:
         s = self.scope(kind, name)
         if s is None or s.active is None:
             return None
-        return self._event(s, "firing", s.last, None, None, [])
+        event = self._event(s, "firing", s.last, None, None, [])
+        return replace(event, overlaps=self._overlaps(s, s.last.at_ms // self.bucket_ms, s.last.at_ms))
 
     def resolved_event(
         self, kind: str, name: str, alert_id: str, started_at_ms: int, at_ms: int
@@ -225,7 +300,37 @@ class SpikeDetector:
             elif rule.may_fire(ev, scope.cooldown_until_ms):
                 scope.active = ActiveAlert(f"{scope.kind}:{scope.name}:{t}", t, ev.share)
                 events.append(self._event(scope, "firing", ev, win.first, win.last, win.examples))
+        if any(e.state == "firing" for e in events):
+            events = [
+                replace(e, overlaps=self._overlaps(self._scope_of(e), tb, t)) if e.state == "firing" else e
+                for e in events
+            ]
         return events
+
+    def _scope_of(self, event: AlertEvent) -> ScopeState:
+        s = self.scope(event.scope_kind, event.scope)
+        assert s is not None
+        return s
+
+    def _overlaps(self, r: ScopeState, tb: int, t: int) -> tuple[Overlap, ...]:
+        """What ``r``'s short window shares with each other firing scope judged at ``t``."""
+        out: list[Overlap] = []
+        for q in self.scopes():
+            if q is r or q.active is None or q.last.at_ms != t:
+                continue
+            if r.kind == "global":
+                n, neg = q.last.count, q.last.negatives
+            elif q.kind == "global":
+                n, neg = r.last.count, r.last.negatives
+            elif r.kind == "topic" and q.kind == "entity":
+                n, neg = q.topic_counts(tb, self.shape, r.name)
+            elif r.kind == "entity" and q.kind == "topic":
+                n, neg = r.topic_counts(tb, self.shape, q.name)
+            else:  # two topics never share a record; entities sharing one are not grouped
+                continue
+            if neg > 0:
+                out.append(Overlap(q.kind, q.name, n, neg, q.last))
+        return tuple(out)
 
     def _event(
         self,

@@ -1,17 +1,22 @@
 """The alert engine: labels topic in, alert JSON out (README "Alerts").
 
 It reads every partition of the labels topic itself (no consumer group: the detector
-must see the whole stream, so it runs once per deployment). On start it
+must see the whole stream, so it runs once per deployment), ``read_committed``, so labels
+of aborted transactions are never counted. On start it
 
 1. reads the compacted state topic to its end: the last published state per scope;
 2. replays the labels topic from ``now - baseline_window - lateness`` (``offsets_for_times``)
    to the end offsets seen at start, without publishing: this rebuilds every baseline;
 3. reconciles (``state.reconcile``): alerts still firing keep their id, alerts that ended
-   while it was down are resolved, old alerts are never fired again;
+   while it was down are resolved, old alerts are never fired again; open incidents are
+   rebuilt from the scopes' state records;
 
-then follows the topic live. Each event goes to the alerts topic (key ``kind:scope``) and
-its new state to the state topic, in that order; a crash in between re-sends the event on
-restart (at-least-once, never lost).
+then follows the topic live. Start-up and live both merge the labels partitions in event
+time (``merge``); the detector's clock keeps one watermark per input partition (``clock``),
+so labels of a partition worked behind the others are on time, and redelivered labels are
+dropped by their source offset. Each incident change goes to the alerts topic (key
+``kind:scope`` of the scope that opened it) and each scope's new state to the state topic,
+in that order (``publish``).
 """
 
 from __future__ import annotations
@@ -19,28 +24,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
+from streamer.alerting.incidents import IncidentEvent, IncidentTracker
+from streamer.alerting.merge import EventTimeMerge
 from streamer.alerting.metrics import AlertMetrics, default_metrics
-from streamer.alerting.records import event_time
-from streamer.alerting.state import ScopeAlertRecord, StateError, reconcile, record_for, scope_key
+from streamer.alerting.publish import Publisher
+from streamer.alerting.rebuild import FETCH_RECORDS, Item, decode, read_state, replay_labels
+from streamer.alerting.state import ScopeAlertRecord, reconcile
 from streamer.config import KafkaConfig
 from streamer.errors import UsageError
-from streamer.kafka.admin import create_topics, wait_for_leaders
+from streamer.kafka.admin import TopicError, create_topics, topic_partitions, wait_for_leaders
 from streamer.kafka.clients import client_kwargs, make_reader
-from streamer.kafka.reader import read_to_end
 
 log = structlog.get_logger("sentiwire.alerts")
+
+SETTLE_ROUNDS = 3  # empty fetches after which a partition counts as caught up regardless
+DROP_LOG_EVERY_S = 10.0
 
 
 class AlertEngineError(UsageError):
@@ -63,35 +72,56 @@ class AlertEngine:
         self.labels_topic = labels_topic
         self.metrics = metrics if metrics is not None else default_metrics()
         self.detector = SpikeDetector(config)
+        self.incidents = IncidentTracker(self.detector.rule, group=config.group_incidents)
         self._clock = clock
         self._on_event = on_event
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._publisher: Publisher | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = False
         self._published: dict[str, ScopeAlertRecord] = {}
         self._topic_partitions: dict[str, list[int]] = {}
+        self._merge: EventTimeMerge[TopicPartition, Item] | None = None
+        self._sources: set[str] = set()  # input topics whose partitions the clock knows
+        self._client_kw: dict[str, Any] = {}
+        self._dropped_logged = (0, 0, 0, 0)
+        self._dropped_logged_at = 0.0
         self.replayed = 0
-        self.published_events = 0
         self.failure: BaseException | None = None
 
     @property
     def ready(self) -> bool:
         return self._ready and (self._task is None or not self._task.done())
 
+    @property
+    def published_events(self) -> int:
+        """Records written to the alerts topic (one per incident change)."""
+        return 0 if self._publisher is None else self._publisher.alerts_published
+
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         """Rebuild state (state topic + replay), publish what reconciling requires, then follow live."""
-        base = {**client_kwargs(self.kafka), "client_id": self.config.client_id}
+        base = self._client_kw = {**client_kwargs(self.kafka), "client_id": self.config.client_id}
         await self._ensure_topics(base)
         self._producer = AIOKafkaProducer(**base, acks="all", enable_idempotence=True, linger_ms=0)
-        self._consumer = make_reader(self.kafka, client_id=self.config.client_id, read_committed=False)
+        self._consumer = make_reader(self.kafka, client_id=self.config.client_id)
+        self._publisher = Publisher(
+            self._producer,
+            self.config,
+            self.labels_topic,
+            self.metrics,
+            clock=self._clock,
+            on_event=self._on_event,
+        )
         try:
             await self._producer.start()
             await self._consumer.start()
             self._published = await self._read_state_topic()
+            self._publisher.published = self._published
             await self._replay()
             await self._reconcile()
+            await self._expect_sources(self._sources_in_lanes())
         except BaseException:
             await self.stop()
             raise
@@ -102,7 +132,9 @@ class AlertEngine:
             labels_topic=self.labels_topic,
             replayed=self.replayed,
             active=len(self.detector.active_alerts()),
+            incidents=len(self.incidents.open_incidents()),
             scopes=len(self.detector.scopes()),
+            partitions=len(self.detector.clock.lanes),
         )
 
     async def stop(self) -> None:
@@ -160,99 +192,49 @@ class AlertEngine:
 
     async def _read_state_topic(self) -> dict[str, ScopeAlertRecord]:
         assert self._consumer is not None
-        tps = self._partitions(self.config.state_topic)
-        published: dict[str, ScopeAlertRecord] = {}
-
-        def handle(rec: Any) -> None:
-            key = rec.key.decode() if rec.key else None
-            if key is None:
-                return
-            if rec.value is None:  # tombstone
-                published.pop(key, None)
-                return
-            try:
-                published[key] = ScopeAlertRecord.from_json(orjson.loads(rec.value))
-            except (orjson.JSONDecodeError, StateError) as exc:
-                log.warning(
-                    "unreadable alert state record skipped", key=key, offset=rec.offset, error=str(exc)
-                )
-
-        await read_to_end(self._consumer, tps, handle)
-        return published
+        return await read_state(self._consumer, self._partitions(self.config.state_topic))
 
     async def _replay(self) -> None:
-        """Feed the last baseline window to the detector in event-time order across partitions.
-
-        Partitions are merged (k-way, bounded buffers): a partition read to its end before
-        the others would otherwise push the event clock ahead and make the rest "late".
-        """
+        """Feed the last baseline window to the detector, partitions merged in event time."""
         assert self._consumer is not None
-        consumer = self._consumer
-        tps = self._partitions(self.labels_topic)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         horizon_s = self.config.baseline_window_s + self.config.allowed_lateness_s + self.config.bucket_s
         since_ms = int((self._clock() - horizon_s) * 1000)
-        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
-        for tp in tps:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
         t0 = time.monotonic()
-        buffers: dict[TopicPartition, deque[tuple[int, dict[str, Any]]]] = {tp: deque() for tp in tps}
-        done = {tp for tp in tps if await consumer.position(tp) >= ends[tp]}
-        count = 0
-        while True:
-            need = [tp for tp in tps if tp not in done and not buffers[tp]]
-            if need:
-                batch = await consumer.getmany(*need, timeout_ms=1000, max_records=2000)
-                for tp, records in batch.items():
-                    for rec in records:
-                        if rec.offset >= ends[tp]:
-                            continue
-                        count += 1
-                        doc = self._decode(rec)
-                        if doc is not None:
-                            buffers[tp].append((event_time(doc), doc))
-                for tp in need:
-                    if await consumer.position(tp) >= ends[tp]:
-                        done.add(tp)
-                continue
-            if not any(buffers.values()):
-                break
-            # Every partition still being read has something buffered: emit in event-time order
-            # until one of them runs dry.
-            ordered: list[dict[str, Any]] = []
-            while all(buffers[tp] or tp in done for tp in tps):
-                nonempty = [tp for tp in tps if buffers[tp]]
-                if not nonempty:
-                    break
-                tp = min(nonempty, key=lambda t: buffers[t][0][0])
-                ordered.append(buffers[tp].popleft()[1])
-            # Events found while replaying were published before, or are settled by reconcile().
-            await asyncio.to_thread(self.detector.process_many, ordered)
-        self.replayed = count
-        self.metrics.update(self.detector, self.config.max_metric_entities)
+        self.replayed = await replay_labels(
+            self._consumer, self._partitions(self.labels_topic), self.detector, since_ms
+        )
+        self.metrics.update(self.detector, self.config.max_metric_entities, now_ms=int(self._clock() * 1000))
         log.info(
             "alert state rebuilt from labels",
             records=self.replayed,
             since_ms=since_ms,
             seconds=round(time.monotonic() - t0, 3),
+            late=self.detector.stats.late,
+            duplicates=self.detector.stats.duplicate,
         )
 
     async def _reconcile(self) -> None:
-        result = reconcile(self.detector, self._published)
-        for rec in result.to_resolve:
-            await self._publish(self._resolved_from_record(rec))
-        for kind, name in result.to_fire:
-            event = self.detector.current_event(kind, name)
-            if event is not None:
-                await self._publish(event)
+        det = self.detector
+        result = reconcile(det, self._published)
+        # Incidents open before the restart: every scope published as firing, by incident.
+        members: list[tuple[str, AlertEvent]] = []
+        for rec in self._published.values():
+            if rec.state == "firing":
+                ev = det.current_event(rec.scope_kind, rec.scope) or self._firing_from_record(rec)
+                members.append((rec.incident_id or rec.alert_id, ev))
+        self.incidents.restore(members)
+        resolved = [self._resolved_from_record(rec) for rec in result.to_resolve]
+        fired = [e for kind, name in result.to_fire if (e := det.current_event(kind, name)) is not None]
+        for scopes in (resolved, fired):
+            if scopes:
+                await self._publish(self.incidents.observe(scopes), scopes)
         log.info(
             "alert state reconciled",
             kept_firing=result.adopted,
             resolved_while_down=len(result.to_resolve),
             fired_while_down=len(result.to_fire),
             suppressed_refire=result.suppressed,
+            open_incidents=len(self.incidents.open_incidents()),
         )
 
     def _resolved_from_record(self, rec: ScopeAlertRecord) -> AlertEvent:
@@ -260,45 +242,100 @@ class AlertEngine:
         at = self.detector.watermark_ms or now_ms
         return self.detector.resolved_event(rec.scope_kind, rec.scope, rec.alert_id, rec.started_at_ms, at)
 
-    # -- live ----------------------------------------------------------------------
-    def _decode(self, rec: Any) -> dict[str, Any] | None:
-        try:
-            doc = orjson.loads(rec.value)
-        except (orjson.JSONDecodeError, TypeError):
-            self.detector.stats.invalid += 1
-            self.detector.stats.last_invalid = f"{rec.topic}[{rec.partition}]@{rec.offset}: not JSON"
-            return None
-        if not isinstance(doc, dict):
-            self.detector.stats.invalid += 1
-            self.detector.stats.last_invalid = f"{rec.topic}[{rec.partition}]@{rec.offset}: not an object"
-            return None
-        return doc
+    def _firing_from_record(self, rec: ScopeAlertRecord) -> AlertEvent:
+        ev = self._resolved_from_record(rec)
+        return AlertEvent(**{**ev.__dict__, "state": "firing", "resolved_at_ms": None})
 
-    def _feed(self, batch: Mapping[TopicPartition, list[Any]]) -> list[AlertEvent]:
-        docs = [d for records in batch.values() for rec in records if (d := self._decode(rec)) is not None]
-        # A fetch holds several partitions one after another: put them back in event-time order.
-        docs.sort(key=event_time)
-        return self.detector.process_many(docs)
+    def _sources_in_lanes(self) -> set[str]:
+        return {topic for topic, _ in self.detector.clock.lanes if topic}
+
+    async def _expect_sources(self, topics: set[str]) -> None:
+        """Let the clock wait for every partition of input topics it has seen labels of."""
+        for topic in sorted(topics - self._sources):
+            self._sources.add(topic)
+            try:
+                tps = await topic_partitions(self._client_kw, topic)
+            except (
+                TopicError,
+                KafkaError,
+                OSError,
+            ) as exc:  # not on this cluster: lanes appear as they deliver
+                log.info("input topic partitions unknown to the alert engine", topic=topic, error=str(exc))
+                continue
+            self.detector.expect_lanes([(topic, tp.partition) for tp in tps], time.monotonic())
+
+    # -- live ----------------------------------------------------------------------
+    async def _caught_up(self, tp: TopicPartition) -> bool:
+        """Nothing more to read on ``tp`` right now (read_committed: up to the last stable offset)."""
+        assert self._consumer is not None
+        end = self._consumer.last_stable_offset(tp)
+        return end is not None and await self._consumer.position(tp) >= end
+
+    async def _labels_behind(self) -> int | None:
+        assert self._consumer is not None
+        behind = 0
+        for tp in self._partitions(self.labels_topic):
+            end = self._consumer.last_stable_offset(tp)
+            if end is None:
+                return None
+            behind += max(0, end - await self._consumer.position(tp))
+        return behind + (self._merge.buffered if self._merge is not None else 0)
+
+    def _step(
+        self, ready: list[Item], now_s: float, advance_ms: int | None
+    ) -> tuple[list[AlertEvent], list[IncidentEvent]]:
+        """Off the event loop: count what is ready, let idle partitions go, judge what is due."""
+        det = self.detector
+        events = det.process_from(ready, now_s=now_s)
+        events += det.tick(now_s)
+        if advance_ms is not None:
+            events += det.advance_to(advance_ms)
+        return events, self.incidents.observe(events)
 
     async def _follow(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
+        tps = self._partitions(self.labels_topic)
+        merge = self._merge = EventTimeMerge(tps)
+        empty_rounds = dict.fromkeys(tps, 0)
         last_data = time.monotonic()
         invalid_seen = self.detector.stats.invalid
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-                got = any(batch.values())
+                want = merge.wanting()
+                batch = (
+                    await consumer.getmany(*want, timeout_ms=500, max_records=FETCH_RECORDS) if want else {}
+                )
+                settled = set()
+                for tp in want:
+                    records = batch.get(tp) or []
+                    if records:
+                        merge.push(tp, decode(records, self.detector.stats))
+                        empty_rounds[tp] = 0
+                        last_data = time.monotonic()
+                        continue
+                    empty_rounds[tp] += 1
+                    if empty_rounds[tp] >= SETTLE_ROUNDS or await self._caught_up(tp):
+                        settled.add(tp)
+                ready = merge.pop_ready(settled)
+                new_sources = {
+                    t for doc, _ in ready if isinstance(t := (doc.get("source") or {}).get("topic"), str)
+                }
+                if new_sources - self._sources:
+                    await self._expect_sources(new_sources)
+                advance_ms = None
+                if (
+                    not ready
+                    and not merge.buffered
+                    and time.monotonic() - last_data >= self.config.idle_advance_s
+                ):
+                    # Quiet stream: let event time follow the wall clock so alerts can resolve.
+                    advance_ms = int(self._clock() * 1000)
                 # Off the event loop: in-process, the daemon's pipeline and probes share that loop.
                 # Only this task touches the detector, one call at a time.
-                events = await asyncio.to_thread(self._feed, batch) if got else []
-                if got:
-                    last_data = time.monotonic()
-                elif time.monotonic() - last_data >= self.config.idle_advance_s:
-                    # Quiet stream: let event time follow the wall clock so alerts can resolve.
-                    events.extend(self.detector.advance_to(int(self._clock() * 1000)))
-                for ev in events:
-                    await self._publish(ev)
+                events, incidents = await asyncio.to_thread(self._step, ready, time.monotonic(), advance_ms)
+                if events or incidents:
+                    await self._publish(incidents, events)
                 if self.detector.stats.invalid > invalid_seen:
                     log.warning(
                         "labels records skipped by the alert engine",
@@ -306,7 +343,11 @@ class AlertEngine:
                         last_reason=self.detector.stats.last_invalid,
                     )
                     invalid_seen = self.detector.stats.invalid
-                self.metrics.update(self.detector, self.config.max_metric_entities)
+                self._log_drops()
+                self.metrics.buffered.set(merge.buffered)
+                self.metrics.update(
+                    self.detector, self.config.max_metric_entities, now_ms=int(self._clock() * 1000)
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -314,39 +355,29 @@ class AlertEngine:
             log.exception("alert engine stopped")
             raise
 
-    async def _publish(self, event: AlertEvent) -> None:
-        assert self._producer is not None
-        key = scope_key(event.scope_kind, event.scope).encode()
-        doc = event.to_json()
-        doc["emitted_at"] = int(self._clock() * 1000)
-        doc["labels_topic"] = self.labels_topic
-        await self._producer.send_and_wait(self.config.alerts_topic, orjson.dumps(doc), key=key)
-        state = record_for(
-            self.detector,
-            event.scope_kind,
-            event.scope,
-            state=event.state,
-            alert_id=event.alert_id,
-            started_at_ms=event.started_at_ms,
-            resolved_at_ms=event.resolved_at_ms,
-        )
-        await self._producer.send_and_wait(self.config.state_topic, orjson.dumps(state.to_json()), key=key)
-        self._published[state.key] = state
-        self.published_events += 1
-        self.metrics.observe_events([event])
-        fields = {
-            "alert_id": event.alert_id,
-            "scope_kind": event.scope_kind,
-            "scope": event.scope,
-            "negative_share": round(event.negative_share, 4),
-            "baseline_share": round(event.baseline_share, 4),
-            "count": event.count,
-            "statistic": round(event.statistic_value, 4),
-            "threshold": round(event.threshold, 4),
-        }
-        if event.state == "firing":
-            log.warning("negative sentiment spike", **fields)
-        else:
-            log.warning("negative sentiment spike resolved", **fields)
-        if self._on_event is not None:
-            self._on_event(event)
+    def _log_drops(self) -> None:
+        """Late, capped and duplicate labels are logged (at most every few seconds), never silent."""
+        st = self.detector.stats
+        now = (st.late, st.capped, st.duplicate, self.detector.clock.forgotten_lanes)
+        if now == self._dropped_logged or time.monotonic() - self._dropped_logged_at < DROP_LOG_EVERY_S:
+            return
+        before = self._dropped_logged
+        self._dropped_logged, self._dropped_logged_at = now, time.monotonic()
+        late, capped, dup = now[0] - before[0], now[1] - before[1], now[2] - before[2]
+        if late or capped:
+            log.warning(
+                "labels records dropped by the alert engine",
+                late=late,
+                capped=capped,
+                duplicate=dup,
+                last=st.last_late,
+                watermark_ms=self.detector.watermark_ms,
+                waiting_for=[f"{t}-{p}" for t, p in self.detector.clock.waiting_for()[:5]],
+            )
+        elif dup:
+            log.info("redelivered labels dropped by the alert engine", duplicate=dup)
+
+    async def _publish(self, incidents: list[IncidentEvent], scopes: list[AlertEvent]) -> None:
+        assert self._publisher is not None
+        behind = await self._labels_behind() if incidents else None
+        await self._publisher.publish(self.detector, self.incidents, incidents, scopes, labels_behind=behind)

@@ -12,6 +12,20 @@ AlertState = Literal["firing", "resolved"]
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """Records a firing scope's short window shares with another firing scope's, at one boundary.
+
+    What incident grouping needs to tell whether one scope's burst explains the other's.
+    """
+
+    scope_kind: str
+    scope: str
+    n: float
+    negatives: float
+    other: Evaluation  # the other scope's evaluation at the same boundary
+
+
+@dataclass(frozen=True)
 class AlertEvent:
     """One state change of one scope: what goes to the alerts topic (see ``to_json``)."""
 
@@ -38,6 +52,12 @@ class AlertEvent:
     first_source: dict[str, Any] | None
     last_source: dict[str, Any] | None
     examples: tuple[dict[str, Any], ...]
+    # Firing events only; not part of the JSON (incidents use it).
+    overlaps: tuple[Overlap, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.scope_kind, self.scope)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from streamer.alerting.detector import ScopeState, SpikeDetector
 from streamer.alerting.events import AlertEvent
 
+OUTCOMES = ("counted", "late", "capped", "duplicate", "invalid")
+
 
 class AlertMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
@@ -41,8 +43,42 @@ class AlertMetrics:
         )
         self.records_total = Counter(
             "sentiwire_alert_records_total",
-            "Labeled records seen by the alert engine, by outcome (counted, late, invalid)",
+            "Labeled records seen by the alert engine, by outcome: counted, or dropped as late, "
+            "capped (its partition too far behind to wait for), duplicate (a redelivered source offset), invalid",
             ["outcome"],
+            registry=registry,
+        )
+        self.event_time_lag = Gauge(
+            "sentiwire_alert_event_time_lag_seconds",
+            "Wall clock minus the alert engine's event-time watermark (how far behind real time it judges)",
+            registry=registry,
+        )
+        self.buffered = Gauge(
+            "sentiwire_alert_buffered_records",
+            "Labels read but not yet handed to the detector (event-time merge of the labels partitions)",
+            registry=registry,
+        )
+        self.partitions = Gauge(
+            "sentiwire_alert_partitions",
+            "Input partitions (event-time lanes) the alert engine's clock tracks",
+            registry=registry,
+        )
+        self.forgotten_total = Counter(
+            "sentiwire_alert_forgotten_total",
+            "Bounded-memory tables that forgot an entry: a partition's clock, or a range of seen offsets",
+            ["table"],
+            registry=registry,
+        )
+        self.incident_active = Gauge(
+            "sentiwire_incident_active",
+            "1 while an incident is open, on the scope that opened it (related scopes are on the alert)",
+            ["scope_kind", "scope"],
+            registry=registry,
+        )
+        self.incidents_total = Counter(
+            "sentiwire_incidents_total",
+            "Incidents opened, by whether they were decided long after their window (backfill)",
+            ["backfill"],
             registry=registry,
         )
         self.tracked_entities = Gauge(
@@ -57,17 +93,22 @@ class AlertMetrics:
         )
         for kind in ("global", "topic", "entity"):
             self.spikes_total.labels(kind)
-        for outcome in ("counted", "late", "invalid"):
+        for outcome in OUTCOMES:
             self.records_total.labels(outcome)
+        for table in ("partitions", "offset_ranges"):
+            self.forgotten_total.labels(table)
+        for backfill in ("true", "false"):
+            self.incidents_total.labels(backfill)
         self._exported: set[tuple[str, str]] = set()
-        self._seen = {"records": 0, "late": 0, "invalid": 0, "evicted": 0}
+        self._incidents: set[tuple[str, str]] = set()
+        self._seen = dict.fromkeys((*OUTCOMES, "evicted", "partitions", "offset_ranges"), 0)
 
     def observe_events(self, events: list[AlertEvent]) -> None:
         for ev in events:
             if ev.state == "firing":
                 self.spikes_total.labels(ev.scope_kind).inc()
 
-    def update(self, detector: SpikeDetector, max_entities: int) -> None:
+    def update(self, detector: SpikeDetector, max_entities: int, *, now_ms: int | None = None) -> None:
         """Export the latest evaluation of each exported scope; drop series that fell out."""
         keep: list[ScopeState] = [detector.global_scope, *detector.topics.values()]
         entities = list(detector.entity_scopes.values())
@@ -92,19 +133,41 @@ class AlertMetrics:
                     g.remove(*key)
         self._exported = wanted
         st = detector.stats
-        counted = st.records - st.late
-        for name, now, outcome in (
-            ("records", counted, "counted"),
-            ("late", st.late, "late"),
-            ("invalid", st.invalid, "invalid"),
-        ):
-            if now > self._seen[name]:
-                self.records_total.labels(outcome).inc(now - self._seen[name])
-            self._seen[name] = now
-        if st.evicted > self._seen["evicted"]:
-            self.evicted_total.inc(st.evicted - self._seen["evicted"])
-        self._seen["evicted"] = st.evicted
+        outcomes = {
+            "counted": st.counted,
+            "late": st.late,
+            "capped": st.capped,
+            "duplicate": st.duplicate,
+            "invalid": st.invalid,
+        }
+        for outcome, now in outcomes.items():
+            self._inc(self.records_total.labels(outcome), outcome, now)
+        self._inc(self.evicted_total, "evicted", st.evicted)
+        clock = detector.clock
+        self._inc(self.forgotten_total.labels("partitions"), "partitions", clock.forgotten_lanes)
+        self._inc(self.forgotten_total.labels("offset_ranges"), "offset_ranges", clock.forgotten_ranges)
         self.tracked_entities.set(len(detector.entity_scopes))
+        self.partitions.set(len(clock.lanes))
+        if now_ms is not None and clock.watermark_ms is not None:
+            self.event_time_lag.set(max(0.0, (now_ms - clock.watermark_ms) / 1000))
+
+    def _inc(self, counter: Counter, name: str, now: int) -> None:
+        if now > self._seen[name]:
+            counter.inc(now - self._seen[name])
+        self._seen[name] = now
+
+    def set_incidents(self, primaries: set[tuple[str, str]]) -> None:
+        """The scopes that opened the incidents open now."""
+        for key in primaries:
+            self.incident_active.labels(*key).set(1.0)
+        for key in self._incidents - primaries:
+            with contextlib.suppress(KeyError):
+                self.incident_active.remove(*key)
+        self._incidents = set(primaries)
+
+    def observe_incidents(self, opened_backfill: list[bool]) -> None:
+        for backfill in opened_backfill:
+            self.incidents_total.labels("true" if backfill else "false").inc()
 
     def exported_scopes(self) -> set[tuple[str, str]]:
         return set(self._exported)

@@ -18,7 +18,7 @@ from streamer.alerting.rule import ActiveAlert, Evaluation
 from streamer.alerting.windows import Bucket
 from streamer.errors import UsageError
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 class StateError(UsageError):
@@ -29,7 +29,10 @@ def _scope_to_json(s: ScopeState) -> dict[str, Any]:
     return {
         "kind": s.kind,
         "name": s.name,
-        "buckets": [[b, bk.n, bk.neg, bk.first, bk.last, bk.examples] for b, bk in sorted(s.buckets.items())],
+        "buckets": [
+            [b, bk.n, bk.neg, bk.first, bk.last, bk.examples, bk.by_topic]
+            for b, bk in sorted(s.buckets.items())
+        ],
         "base_n": s.base_n,
         "base_neg": s.base_neg,
         "base_hi": s.base_hi,
@@ -46,8 +49,8 @@ def _scope_from_json(d: Mapping[str, Any]) -> ScopeState:
     try:
         s = ScopeState(str(d["kind"]), str(d["name"]))
         s.buckets = {
-            int(b): Bucket(float(n), float(neg), first, last, list(ex))
-            for b, n, neg, first, last, ex in d["buckets"]
+            int(b): Bucket(float(n), float(neg), first, last, list(ex), by_topic)
+            for b, n, neg, first, last, ex, by_topic in d["buckets"]
         }
         s.base_n = float(d["base_n"])
         s.base_neg = float(d["base_neg"])
@@ -69,6 +72,7 @@ def snapshot(detector: SpikeDetector) -> dict[str, Any]:
         "version": SNAPSHOT_VERSION,
         "fingerprint": detector.config.detector_fingerprint(),
         "max_ts_ms": detector.max_ts_ms,
+        "clock": detector.clock.to_json(),
         "next_eval_ms": detector.next_eval_ms,
         "stats": asdict(detector.stats),
         "global": _scope_to_json(detector.global_scope),
@@ -88,7 +92,10 @@ def restore(config: AlertsConfig, data: Mapping[str, Any]) -> SpikeDetector:
             f"fingerprint {data.get('fingerprint')!r} != {config.detector_fingerprint()!r}"
         )
     det = SpikeDetector(config)
-    det.clock.max_ts_ms = data["max_ts_ms"]
+    try:
+        det.clock.load(data["clock"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"clock: bad or missing field ({exc!r})") from exc
     det.next_eval_ms = data["next_eval_ms"]
     det.stats = DetectorStats(**data["stats"])
     det.global_scope = _scope_from_json(data["global"])
@@ -112,6 +119,8 @@ class ScopeAlertRecord:
     started_at_ms: int
     resolved_at_ms: int | None
     cooldown_until_ms: int
+    # The incident the scope was paged under (its own alert id when it opened it).
+    incident_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -134,6 +143,7 @@ class ScopeAlertRecord:
                 started_at_ms=int(d["started_at_ms"]),
                 resolved_at_ms=None if d.get("resolved_at_ms") is None else int(d["resolved_at_ms"]),
                 cooldown_until_ms=int(d["cooldown_until_ms"]),
+                incident_id=None if d.get("incident_id") is None else str(d["incident_id"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"state record {dict(d)!r}: bad or missing field ({exc!r})") from exc
@@ -152,12 +162,13 @@ def record_for(
     alert_id: str,
     started_at_ms: int,
     resolved_at_ms: int | None,
+    incident_id: str | None = None,
 ) -> ScopeAlertRecord:
     """The state-topic record after publishing an event for this scope."""
     cooldown = started_at_ms
     if state == "resolved" and resolved_at_ms is not None:
         cooldown = resolved_at_ms + int(detector.config.cooldown_s * 1000)
-    return ScopeAlertRecord(kind, name, state, alert_id, started_at_ms, resolved_at_ms, cooldown)
+    return ScopeAlertRecord(kind, name, state, alert_id, started_at_ms, resolved_at_ms, cooldown, incident_id)
 
 
 @dataclass(frozen=True)

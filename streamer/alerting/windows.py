@@ -5,13 +5,14 @@ window is ``[T - short_window_s, T)`` and the baseline ``[T - baseline_window_s,
 short_window_s)``; the baseline is kept as running sums, so judging a boundary costs the
 short window's buckets, not the baseline's. Buckets beyond the baseline are dropped.
 
-The clock's watermark trails the highest event time by ``allowed_lateness_s``: a boundary
-is judged once the watermark passes it, so anything out of order within the lateness is in
-before its window is judged; records behind the watermark are late.
+A boundary is judged once the event clock's watermark (``clock``) passes it, so everything
+of ``[.., T)`` that is on time is in before ``T`` is judged. Buckets ahead of the watermark
+(lanes ahead of the slowest one) simply wait in their scope until their boundary comes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,24 @@ class Bucket:
     last: dict[str, Any] | None = None
     # A few negative examples; dropped once the bucket leaves the short window.
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # Entity scopes only: [n, neg] per topic label, to tell which scopes one burst explains;
+    # dropped with the examples.
+    by_topic: dict[str, list[float]] | None = None
 
-    def add(self, rec: ParsedRecord, max_examples: int, example_chars: int) -> None:
+    def add(
+        self, rec: ParsedRecord, max_examples: int, example_chars: int, *, by_topic: bool = False
+    ) -> None:
         self.n += 1.0
         self.neg += rec.negative
+        if by_topic and rec.topic is not None:
+            if self.by_topic is None:
+                self.by_topic = {}
+            counts = self.by_topic.get(rec.topic)
+            if counts is None:
+                self.by_topic[rec.topic] = [1.0, rec.negative]
+            else:
+                counts[0] += 1.0
+                counts[1] += rec.negative
         ts = rec.ts_ms
         first, last = self.first, self.last
         # Timestamps decide; the full order only breaks ties (keeps this cheap per record).
@@ -112,14 +127,16 @@ class ScopeWindows:
     max_bucket: int = NEVER
     last_seen_ms: int = 0
 
-    def count(self, bucket: int, rec: ParsedRecord, max_examples: int, example_chars: int) -> None:
+    def count(
+        self, bucket: int, rec: ParsedRecord, max_examples: int, example_chars: int, *, by_topic: bool = False
+    ) -> None:
         if self.lo is None:
             self.lo = bucket
             self.base_hi = bucket
         b = self.buckets.get(bucket)
         if b is None:
             b = self.buckets[bucket] = Bucket()
-        b.add(rec, max_examples, example_chars)
+        b.add(rec, max_examples, example_chars, by_topic=by_topic)
         self.max_bucket = max(self.max_bucket, bucket)
         self.last_seen_ms = max(self.last_seen_ms, rec.ts_ms)
 
@@ -151,19 +168,20 @@ class ScopeWindows:
                 self.base_n += bk.n
                 self.base_neg += bk.neg
                 bk.examples = []
+                bk.by_topic = None
             self.base_hi = short_lo
+
+    def _window(self, tb: int, shape: WindowShape) -> Iterable[int]:
+        lo = tb - shape.short_buckets
+        # Sparse scopes (most entities) hold fewer buckets than the window has slots.
+        if len(self.buckets) < shape.short_buckets:
+            return sorted(b for b in self.buckets if lo <= b < tb)
+        return range(lo, tb)
 
     def short_window(self, tb: int, shape: WindowShape) -> ShortWindow:
         """Sums of ``[tb - short, tb)`` in buckets; first/last/examples in event-time order."""
         out = ShortWindow()
-        lo = tb - shape.short_buckets
-        # Sparse scopes (most entities) hold fewer buckets than the window has slots.
-        window = (
-            sorted(b for b in self.buckets if lo <= b < tb)
-            if len(self.buckets) < shape.short_buckets
-            else range(lo, tb)
-        )
-        for b in window:
+        for b in self._window(tb, shape):
             bk = self.buckets.get(b)
             if bk is None or bk.n == 0:
                 continue
@@ -175,28 +193,15 @@ class ScopeWindows:
             out.examples.extend(bk.examples)
         return out
 
-
-class EventClock:
-    """Highest event time seen and the watermark trailing it by the allowed lateness."""
-
-    def __init__(self, lateness_ms: int) -> None:
-        self.lateness_ms = lateness_ms
-        self.max_ts_ms: int | None = None
-
-    @property
-    def watermark_ms(self) -> int | None:
-        return None if self.max_ts_ms is None else self.max_ts_ms - self.lateness_ms
-
-    def is_late(self, ts_ms: int) -> bool:
-        return self.max_ts_ms is not None and ts_ms < self.max_ts_ms - self.lateness_ms
-
-    def observe(self, ts_ms: int) -> None:
-        if self.max_ts_ms is None or ts_ms > self.max_ts_ms:
-            self.max_ts_ms = ts_ms
-
-    def advance_to(self, ts_ms: int) -> bool:
-        """Move event time without a record; False if that is not ahead of the clock."""
-        if self.max_ts_ms is None or ts_ms <= self.max_ts_ms:
-            return False
-        self.max_ts_ms = ts_ms
-        return True
+    def topic_counts(self, tb: int, shape: WindowShape, topic: str) -> tuple[float, float]:
+        """(n, negatives) of this (entity) scope's short window that carry ``topic``."""
+        n = neg = 0.0
+        for b in self._window(tb, shape):
+            bk = self.buckets.get(b)
+            if bk is None or bk.by_topic is None:
+                continue
+            counts = bk.by_topic.get(topic)
+            if counts is not None:
+                n += counts[0]
+                neg += counts[1]
+        return n, neg

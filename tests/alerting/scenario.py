@@ -50,7 +50,7 @@ def load_corpus(data: Path) -> Corpus:
 
 
 class StreamBuilder:
-    """Makes labels-topic records (CONTRACTS.md §5) with increasing offsets per partition."""
+    """Makes labels-topic records (README "Message schema") with increasing offsets per partition."""
 
     def __init__(self, corpus: Corpus, *, seed: int = 7, partitions: int = 3, topic: str = "news") -> None:
         self.corpus = corpus

@@ -1,0 +1,257 @@
+"""The event clock: a watermark per input partition ("lane"), the clock at their minimum.
+
+Pure (processing time is passed in). A lane is the label's source topic and partition — the
+input partition the daemon read it from — or, for a record without one, its labels-topic
+partition. Lanes, not labels partitions, because the daemon publishes each input partition's
+labels in offset order but works partitions at different speeds, and the labels topic is
+keyed by message key: every labels partition interleaves several input partitions, minutes
+of event time apart during a catch-up. Within a lane event time only moves forward (up to
+the input's own disorder), which is what a watermark needs (Flink, Kafka Streams, Beam).
+
+``watermark = max(previous, min over waited-for lanes of their highest event time - lateness)``
+
+A lane is not waited for once it delivered nothing for ``idle_s`` (processing time), or once
+it is more than ``max_lag_ms`` of event time behind the fastest lane (its records behind the
+clock are then ``capped``, not ``late``). A lane announced with :meth:`EventClock.expect`
+before its first record holds the clock where it is until it delivers or goes idle, so a
+partition whose first label comes a moment after the others' is not late by construction.
+
+Each lane also remembers which source offsets it has seen, as a few ``[lo, hi)`` ranges
+(offsets are dense, so a handful of ranges cover millions of records): a label whose source
+offset was seen is a redelivery (at-least-once) and is dropped as ``duplicate``. Memory is
+bounded: at most ``max_lanes`` lanes (least recently seen forgotten first) and
+``max_ranges`` ranges per lane (oldest forgotten first); both are counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Lane = tuple[str, int]
+Verdict = Literal["ok", "late", "capped", "duplicate"]
+DEFAULT_LANE: Lane = ("", 0)
+
+
+class OffsetRanges:
+    """Offsets seen, as sorted disjoint ``[lo, hi)`` ranges; the oldest is forgotten beyond ``max_ranges``."""
+
+    def __init__(self, max_ranges: int, ranges: Iterable[tuple[int, int]] = ()) -> None:
+        self.max_ranges = max_ranges
+        self.lo: list[int] = []
+        self.hi: list[int] = []
+        for lo, hi in ranges:
+            self.lo.append(lo)
+            self.hi.append(hi)
+        self.forgotten = 0
+
+    def add(self, offset: int) -> bool:
+        """Record ``offset``; False if it was seen before."""
+        lo, hi = self.lo, self.hi
+        if hi and offset == hi[-1]:  # the common case: the next offset of the newest range
+            hi[-1] = offset + 1
+            return True
+        i = bisect.bisect_right(lo, offset) - 1
+        if i >= 0 and offset < hi[i]:
+            return False
+        joins_left = i >= 0 and hi[i] == offset
+        joins_right = i + 1 < len(lo) and lo[i + 1] == offset + 1
+        if joins_left and joins_right:
+            hi[i] = hi[i + 1]
+            del lo[i + 1], hi[i + 1]
+        elif joins_left:
+            hi[i] = offset + 1
+        elif joins_right:
+            lo[i + 1] = offset
+        else:
+            lo.insert(i + 1, offset)
+            hi.insert(i + 1, offset + 1)
+            if len(lo) > self.max_ranges:
+                del lo[0], hi[0]
+                self.forgotten += 1
+        return True
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self.lo, self.hi, strict=True))
+
+
+@dataclass
+class LaneState:
+    max_ts_ms: int | None = None  # highest event time accepted; None until the first one
+    last_seen_s: float | None = None  # processing time of its last record (or of expect())
+    offsets: OffsetRanges = field(default_factory=lambda: OffsetRanges(64))
+
+
+class EventClock:
+    """Watermark over lanes; ``admit`` decides each record, ``expire`` applies idleness."""
+
+    def __init__(
+        self,
+        lateness_ms: int,
+        *,
+        idle_s: float | None = None,
+        max_lag_ms: int | None = None,
+        max_lanes: int = 1024,
+        max_ranges: int = 64,
+    ) -> None:
+        self.lateness_ms = lateness_ms
+        self.idle_s = idle_s
+        self.max_lag_ms = max_lag_ms
+        self.max_lanes = max_lanes
+        self.max_ranges = max_ranges
+        # Least recently seen first.
+        self.lanes: OrderedDict[Lane, LaneState] = OrderedDict()
+        self.watermark_ms: int | None = None
+        self.fastest_ms: int | None = None
+        self.forgotten_lanes = 0
+        self._forgotten_ranges = 0
+        self._floor_ms: int | None = None  # lowest lane time the watermark was computed from
+        self._now_s: float | None = None
+
+    @property
+    def max_ts_ms(self) -> int | None:
+        """Highest event time accepted on any lane."""
+        return self.fastest_ms
+
+    @property
+    def forgotten_ranges(self) -> int:
+        return self._forgotten_ranges + sum(s.offsets.forgotten for s in self.lanes.values())
+
+    def _lane(self, lane: Lane) -> LaneState:
+        st = self.lanes.get(lane)
+        if st is not None:
+            self.lanes.move_to_end(lane)
+            return st
+        if len(self.lanes) >= self.max_lanes:
+            _, gone = self.lanes.popitem(last=False)
+            self._forgotten_ranges += gone.offsets.forgotten
+            self.forgotten_lanes += 1
+        st = self.lanes[lane] = LaneState(offsets=OffsetRanges(self.max_ranges))
+        return st
+
+    def expect(self, lanes: Iterable[Lane], now_s: float) -> None:
+        """Announce lanes that exist but have not delivered yet: the clock waits for them (or idleness)."""
+        for lane in lanes:
+            if lane not in self.lanes:
+                self._lane(lane).last_seen_s = now_s
+        self._now_s = now_s
+        self._recompute()
+
+    def lagging(self, st: LaneState) -> bool:
+        """Too far behind the fastest lane to be waited for."""
+        return (
+            self.max_lag_ms is not None
+            and st.max_ts_ms is not None
+            and self.fastest_ms is not None
+            and st.max_ts_ms < self.fastest_ms - self.max_lag_ms
+        )
+
+    def _idle(self, st: LaneState) -> bool:
+        if self.idle_s is None or self._now_s is None:
+            return False
+        return st.last_seen_s is None or self._now_s - st.last_seen_s >= self.idle_s
+
+    def is_late(self, ts_ms: int) -> bool:
+        return self.watermark_ms is not None and ts_ms < self.watermark_ms
+
+    def admit(self, lane: Lane, ts_ms: int, offset: int | None = None, now_s: float | None = None) -> Verdict:
+        """Decide one record: counted (``ok``, the clock moves), or dropped with the reason."""
+        st = self._lane(lane)
+        if offset is not None and not st.offsets.add(offset):
+            return "duplicate"
+        if now_s is not None:
+            st.last_seen_s = now_s
+            self._now_s = now_s
+        if self.watermark_ms is not None and ts_ms < self.watermark_ms:
+            return "capped" if self.lagging(st) else "late"
+        old = st.max_ts_ms
+        if old is None or ts_ms > old:
+            st.max_ts_ms = ts_ms
+            if self.fastest_ms is None or ts_ms > self.fastest_ms:
+                self.fastest_ms = ts_ms
+            floor = self._floor_ms
+            if (
+                old is None
+                or floor is None
+                or old <= floor
+                or (self.max_lag_ms is not None and floor < ts_ms - self.max_lag_ms)
+            ):
+                self._recompute()
+        return "ok"
+
+    def expire(self, now_s: float) -> bool:
+        """Apply idleness at ``now_s``; True if the watermark moved."""
+        self._now_s = now_s
+        before = self.watermark_ms
+        self._recompute()
+        return self.watermark_ms != before
+
+    def advance_to(self, ts_ms: int) -> bool:
+        """Move every lane to ``ts_ms`` (a quiet stream); False if that is not ahead of the clock."""
+        if self.fastest_ms is None or ts_ms <= self.fastest_ms:
+            return False
+        self.fastest_ms = ts_ms
+        for st in self.lanes.values():
+            if st.max_ts_ms is not None and st.max_ts_ms < ts_ms:
+                st.max_ts_ms = ts_ms
+        self._recompute()
+        return True
+
+    def waiting_for(self) -> list[Lane]:
+        """The lanes the watermark is held at (the slowest waited-for ones)."""
+        held = [(k, s.max_ts_ms) for k, s in self.lanes.items() if self._waited(s)]
+        if not held:
+            return []
+        low = min(-(2**62) if t is None else t for _, t in held)
+        return sorted(k for k, t in held if (-(2**62) if t is None else t) == low)
+
+    def to_json(self) -> dict[str, Any]:
+        """Lanes, offsets and watermark as JSON (processing times are not carried over)."""
+        return {
+            "watermark_ms": self.watermark_ms,
+            "fastest_ms": self.fastest_ms,
+            "forgotten_lanes": self.forgotten_lanes,
+            "forgotten_ranges": self.forgotten_ranges,
+            "lanes": [
+                [topic, part, st.max_ts_ms, [list(r) for r in st.offsets.ranges()]]
+                for (topic, part), st in self.lanes.items()
+            ],
+        }
+
+    def load(self, d: Mapping[str, Any]) -> None:
+        """The state ``to_json`` wrote (into a fresh clock)."""
+        self.watermark_ms = None if d["watermark_ms"] is None else int(d["watermark_ms"])
+        self.fastest_ms = None if d["fastest_ms"] is None else int(d["fastest_ms"])
+        self.forgotten_lanes = int(d["forgotten_lanes"])
+        self._forgotten_ranges = int(d["forgotten_ranges"])
+        self.lanes.clear()
+        for topic, part, max_ts, ranges in d["lanes"]:
+            self.lanes[(str(topic), int(part))] = LaneState(
+                None if max_ts is None else int(max_ts),
+                None,
+                OffsetRanges(self.max_ranges, ((int(lo), int(hi)) for lo, hi in ranges)),
+            )
+        self._recompute()
+
+    def _waited(self, st: LaneState) -> bool:
+        return not self._idle(st) and not self.lagging(st)
+
+    def _recompute(self) -> None:
+        if self.fastest_ms is None:
+            return
+        floor: int | None = None
+        for st in self.lanes.values():
+            if not self._waited(st):
+                continue
+            if st.max_ts_ms is None:  # expected, not delivered yet: hold the clock
+                self._floor_ms = None
+                return
+            if floor is None or st.max_ts_ms < floor:
+                floor = st.max_ts_ms
+        self._floor_ms = floor
+        candidate = (self.fastest_ms if floor is None else floor) - self.lateness_ms
+        if self.watermark_ms is None or candidate > self.watermark_ms:
+            self.watermark_ms = candidate
