@@ -38,6 +38,16 @@ class Prepared:
     data_info: list[dict[str, Any]]
     load_reports: list[dict[str, Any]]
 
+    def holdout(self) -> dict[str, dict[str, tuple[list[str], list[str]]]]:
+        """The dev rows as head -> source -> (texts, labels): the holdout the bundle keeps."""
+        out: dict[str, dict[str, tuple[list[str], list[str]]]] = {}
+        for e, text in zip(self.dev, self.dev_texts, strict=True):
+            head, labels = self.heads[e.head]
+            texts, labs = out.setdefault(head, {}).setdefault(e.source, ([], []))
+            texts.append(text)
+            labs.append(labels[e.label])
+        return out
+
 
 def _split(texts: list[str], labels: list[str], frac: float, seed: int) -> tuple[list[int], list[int]]:
     """Stratified split indices; classes too small to split stay in train."""

@@ -26,6 +26,7 @@ from streamer.errors import SentiwireError
 from streamer.model.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
 from streamer.model.classifier import Classifier
 from streamer.model.tokenizer import pad_token_of
+from training.holdout import HoldoutRows, write_holdout
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -216,10 +217,15 @@ def build_bundle(
     recipe: Mapping[str, Any] | None = None,
     history: Sequence[Mapping[str, Any]] = (),
     report_dir: Path | None = None,
+    holdout: HoldoutRows | None = None,
     force: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Export, quantize, check and write a complete bundle at ``out_dir`` (atomically)."""
+    """Export, quantize, check and write a complete bundle at ``out_dir`` (atomically).
+
+    ``holdout`` (head -> source -> (texts, labels), the dev rows) is kept in the bundle, so
+    ``sentiwire retrain`` can score every head later (see ``training.holdout``).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir}: already exists (choose another --output or pass --overwrite)")
@@ -231,6 +237,7 @@ def build_bundle(
         export_onnx(model, staging / ONNX_FILES[Variant.FP32])
         if report_dir is not None and report_dir.is_dir():
             shutil.copytree(report_dir, staging / "report")
+        holdout_listing = write_holdout(staging, holdout or {})
         manifest: dict[str, Any] = {
             "format_version": 1,
             "name": name,
@@ -244,6 +251,8 @@ def build_bundle(
             "recipe": dict(recipe or {}),
             "history": [dict(h) for h in history],
         }
+        if holdout_listing:
+            manifest["holdout"] = holdout_listing
         tried: dict[str, dict[str, float]] = {}
         for level in QUANT_LEVELS:
             quantize_int8(staging / ONNX_FILES[Variant.FP32], staging / ONNX_FILES[Variant.INT8], level)

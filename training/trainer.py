@@ -204,6 +204,7 @@ def _export(
                     }
                 ],
                 report_dir=report_dir,
+                holdout=prep.holdout(),
                 force=config.force,
                 overwrite=config.overwrite,
             )

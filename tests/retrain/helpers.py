@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SENTIMENT = ["negative", "neutral", "positive"]
+# Three keyword-rich topics of the real topic set: learnable by the tiny model in seconds.
+TOPICS = ["Dividend", "Energy | Oil", "Fed | Central Banks"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,58 @@ def train_current(data: Path, models: Path, version: str = "v0") -> Path:
         output=str(models / "versions" / version),
         version=version,
         name="sentiwire-retrain-test",
+        epochs=8,
+        lr=3e-3,
+        batch_size=32,
+        threads=1,
+        progress=False,
+        force=True,  # random tiny weights: int8 agreement reported, not enforced
+    )
+    path = train(cfg)
+    swap_symlink(models / "current", path)
+    return path
+
+
+@dataclass(frozen=True)
+class TwoHeads:
+    sentiment: Path  # correctly labeled review sentences, none of them in Splits' files but new_bad's
+    topic: Path  # real finance tweets of TOPICS, balanced
+
+
+def make_two_heads(shared_data: Path, out: Path, per_topic: int = 200) -> TwoHeads:
+    with (shared_data / "uci-review-sentences" / "all.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    random.Random(0).shuffle(rows)  # the order make_splits uses: rows[1400:2200] are new_bad's texts
+    with (shared_data / "twitter-financial-news-topic" / "train.csv").open(
+        encoding="utf-8", newline=""
+    ) as fh:
+        tweets = [r for r in csv.DictReader(fh) if r["label"] in TOPICS]
+    random.Random(0).shuffle(tweets)
+    topic = [r for t in TOPICS for r in [x for x in tweets if x["label"] == t][:per_topic]]
+    out.mkdir(parents=True, exist_ok=True)
+    return TwoHeads(
+        sentiment=_write(out / "sentiment_base.csv", rows[1400:2200]),
+        topic=_write(out / "topic_base.csv", topic),
+    )
+
+
+def train_two_heads(data: TwoHeads, models: Path, version: str = "v0") -> Path:
+    """A served bundle with a sentiment and a topic head, both trained on correct labels."""
+    from training.config import RANDOM_TINY, TrainConfig
+    from training.data import SourceSpec
+    from training.retrain.registry import swap_symlink
+    from training.trainer import train
+
+    cfg = TrainConfig(
+        data=[
+            SourceSpec("sentiment", str(data.sentiment), name="sentiment-base"),
+            SourceSpec("topic", str(data.topic), name="topic-base"),
+        ],
+        labels={"sentiment": SENTIMENT, "topic": TOPICS},
+        base_model=RANDOM_TINY,
+        output=str(models / "versions" / version),
+        version=version,
+        name="sentiwire-gate-test",
         epochs=8,
         lr=3e-3,
         batch_size=32,

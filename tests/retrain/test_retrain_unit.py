@@ -44,6 +44,15 @@ def test_decide_refuses_unjudged_candidates() -> None:
         decide({"sentiment": m(0.5)}, {"sentiment": m(0.5)}, -0.1)
 
 
+def test_decide_refuses_when_a_served_head_has_no_score() -> None:
+    d = decide(
+        {"sentiment": m(0.5)}, {"sentiment": m(0.9), "topic": m(0.9)}, 0.01, heads=["sentiment", "topic"]
+    )
+    assert not d.promote
+    assert "head(s) ['topic'] cannot be scored" in d.reason
+    assert decide({"sentiment": m(0.5)}, {"sentiment": m(0.9)}, 0.01, heads=["sentiment"]).promote
+
+
 def test_swap_symlink_is_relative_and_leaves_nothing_behind(tmp_path: Path) -> None:
     (tmp_path / "versions" / "a").mkdir(parents=True)
     (tmp_path / "versions" / "b").mkdir()

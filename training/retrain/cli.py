@@ -13,7 +13,7 @@ import typer
 from streamer.enums import Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 from training.retrain.corrections import read_corrections
-from training.retrain.errors import RetrainError
+from training.retrain.errors import CandidateFailed, RetrainError
 from training.retrain.registry import adopt
 from training.retrain.run import RetrainOptions, retrain
 
@@ -32,19 +32,22 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def summary(record: Mapping[str, Any]) -> str:
+    """The decision in one line (PROMOTED / REFUSED / FAILED / NOTHING TO DO), then per-head scores."""
     d = record["decision"]
     if record.get("skipped"):
         return f"NOTHING TO DO: {d['reason']}; {record['current']['version']} keeps serving"
+    verdict = "PROMOTED" if d["promote"] else "FAILED" if d.get("failed") else "REFUSED"
     lines = [
-        f"{'PROMOTED' if d['promote'] else 'REFUSED'}: {record['candidate']['version']} "
-        f"(current {record['current']['version']}): {d['reason']}"
+        f"{verdict}: {record['candidate']['version']} (current {record['current']['version']}): {d['reason']}"
     ]
     heads = d.get("heads") or {}
+    scored_on = record.get("scored_on") or {}
     if heads:
-        lines.append(f"{'head':<12} {'n':>6} {'current F1':>11} {'candidate F1':>13} {'delta':>8}")
+        lines.append(f"{'head':<12} {'n':>6} {'current F1':>11} {'candidate F1':>13} {'delta':>8}  scored on")
         for h, r in heads.items():
             lines.append(
                 f"{h:<12} {r['n']:>6} {r['current']:>11.4f} {r['candidate']:>13.4f} {r['delta']:>+8.4f}"
+                f"  {scored_on.get(h, '')}".rstrip()
             )
     return "\n".join(lines)
 
@@ -97,7 +100,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """Retrain from the served bundle's recipe plus new labels; promote only if no head gets worse."""
+        """Retrain from the served bundle's recipe plus new labels; promote only if no head gets worse.
+
+        Exit 0 promoted (or nothing to do), 4 refused, 1 the candidate failed (training, export),
+        2 bad input, 3 Kafka unreachable, 130 interrupted.
+        """
         from training.data import parse_source
 
         try:
@@ -125,6 +132,9 @@ def register(app: typer.Typer) -> None:
                     dry_run=dry_run,
                 )
                 record = retrain(opts)
+        except CandidateFailed as exc:
+            typer.echo(summary(exc.record), err=True)
+            raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             typer.echo("error: interrupted; nothing was promoted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
@@ -134,3 +144,6 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             typer.echo(json.dumps(record, indent=2))
             return
+        typer.echo(summary(record))
+        if not record.get("skipped") and not record["decision"]["promote"]:
+            raise typer.Exit(int(ExitCode.REFUSED))

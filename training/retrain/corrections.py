@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.holdout import write_csv
 from training.retrain.errors import RetrainError
-from training.retrain.newdata import write_csv
 
 if TYPE_CHECKING:
     from training.data import SourceSpec
@@ -86,28 +86,28 @@ async def _consume(settings_path: Path, topic: str, handle: Any, timeout_s: floa
     from streamer.config import load_settings
     from streamer.errors import UnavailableError
     from streamer.kafka.admin import TopicError, topic_partitions
-    from streamer.kafka.clients import make_reader
+    from streamer.kafka.clients import client_kwargs, make_reader
     from streamer.kafka.reader import ReadTimeout, read_to_end
 
     settings = load_settings(settings_path)
+
+    def unreachable(exc: Exception) -> UnavailableError:
+        where = settings.kafka.bootstrap_servers
+        return UnavailableError(f"--corrections-topic {topic}: Kafka at {where} not reachable: {exc}")
+
+    try:
+        tps = await topic_partitions(client_kwargs(settings.kafka), topic)
+    except TopicError as exc:
+        raise RetrainError(f"--corrections-topic {topic}: {exc}") from None
+    except KafkaError as exc:
+        raise unreachable(exc) from exc
     consumer = make_reader(settings.kafka)
     try:
         await consumer.start()
+        await read_to_end(consumer, tps, handle, timeout_s=timeout_s)
+    except ReadTimeout:
+        raise ReadTimeout(f"--corrections-topic {topic}: not read to its end within {timeout_s}s") from None
     except KafkaError as exc:
-        await consumer.stop()
-        raise UnavailableError(
-            f"--corrections-topic {topic}: Kafka at {settings.kafka.bootstrap_servers} not reachable: {exc}"
-        ) from exc
-    try:
-        try:
-            tps = await topic_partitions(consumer, topic)
-        except TopicError:
-            raise RetrainError(f"--corrections-topic {topic}: topic does not exist") from None
-        try:
-            await read_to_end(consumer, tps, handle, timeout_s=timeout_s)
-        except ReadTimeout:
-            raise ReadTimeout(
-                f"--corrections-topic {topic}: not read to its end within {timeout_s}s"
-            ) from None
+        raise unreachable(exc) from exc
     finally:
         await consumer.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,16 +40,29 @@ class Decision:
         }
 
 
-def decide(current: Mapping[str, Any], candidate: Mapping[str, Any], tolerance: float) -> Decision:
-    """Promote iff every head scored on the holdout keeps its macro-F1 within ``tolerance``.
+def decide(
+    current: Mapping[str, Any],
+    candidate: Mapping[str, Any],
+    tolerance: float,
+    *,
+    heads: Collection[str] | None = None,
+) -> Decision:
+    """Promote iff every head keeps its holdout macro-F1 within ``tolerance``.
 
-    Both arguments map head -> metrics dict with ``macro_f1`` and ``n`` (holdout rows). A head the
-    candidate lacks, or a holdout with no scored head at all, refuses: nothing is promoted unjudged.
+    Both metric arguments map head -> metrics dict with ``macro_f1`` and ``n`` (holdout rows).
+    ``heads`` are the heads that must be judged (the served ones; default: those ``current``
+    was scored on). A head without a current score, a head the candidate lacks, or nothing
+    scored at all refuses: nothing is promoted unjudged.
     """
     if tolerance < 0:
         raise RetrainError(f"tolerance must be >= 0, got {tolerance}")
     if not current:
         return Decision(False, tolerance, (), "no head has holdout rows: nothing to judge the candidate on")
+    unscored = sorted(h for h in (heads or ()) if current.get(h, {}).get("macro_f1") is None)
+    if unscored:
+        return Decision(
+            False, tolerance, (), f"head(s) {unscored} cannot be scored: no holdout rows for them"
+        )
     rows: list[HeadComparison] = []
     missing: list[str] = []
     for head in sorted(current):

@@ -4,13 +4,13 @@ versions, and split into training rows and a holdout no training row duplicates.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training.holdout import write_csv
 from training.retrain.errors import RetrainError
 
 if TYPE_CHECKING:
@@ -20,15 +20,6 @@ if TYPE_CHECKING:
 
 def _key(text: str) -> str:
     return " ".join(text.lower().split())
-
-
-def write_csv(path: Path, texts: Sequence[str], labels: Sequence[str]) -> None:
-    """``text,label`` rows: the format every recipe source reads back."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["text", "label"])
-        w.writerows(zip(texts, labels, strict=True))
 
 
 def split_holdout(

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.enums import Variant
+from streamer.errors import ExitCode, SentiwireError, exit_code_for
 from training.retrain.decision import decide
-from training.retrain.errors import RetrainError
+from training.retrain.errors import CandidateFailed, RetrainError
 from training.retrain.newdata import prepare_data, rebase_recipe_data
 from training.retrain.registry import ModelsDir, append_history, locked, read_history, swap_symlink
-from training.retrain.scoring import evaluate
+from training.retrain.scoring import SERVED_HOLDOUT, HoldoutPlan, evaluate, plan_holdout
 
 if TYPE_CHECKING:
     from streamer.model.bundle import Bundle
@@ -76,11 +77,18 @@ def candidate_config(
     return cfg
 
 
+# Recipe fields that change the dev split: with them overridden, the candidate may train on
+# rows of the served bundle's holdout.
+SPLIT_FIELDS = ("seed", "dev_fraction", "max_rows_per_source", "max_dev_rows_per_source", "dedupe")
+
+
 def retrain(opts: RetrainOptions) -> dict[str, Any]:
-    """Run one retrain; returns the history record (also appended to history.jsonl)."""
-    from streamer.model.bundle import load_bundle, read_manifest, write_manifest
-    from training.config import TrainError
-    from training.trainer import train
+    """Run one retrain; returns the history record (also appended to history.jsonl).
+
+    A refusal is a record with ``decision.promote`` false. A candidate that fails (training,
+    export or scoring) is recorded as well, then raised as :class:`CandidateFailed`.
+    """
+    from streamer.model.bundle import load_bundle
 
     md = ModelsDir(opts.served)
     md.check()
@@ -108,50 +116,163 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
                 },
             }
         cand_dir = md.candidate(version)
-        cfg = candidate_config(current, opts, prep.train, cand_dir)
+        try:
+            cfg = candidate_config(current, opts, prep.train, cand_dir)
+            plan = plan_holdout(current, prep.holdout)
+        except BaseException:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
+        for head, specs in plan.sources.items():
+            if plan.scored_on[head] == SERVED_HOLDOUT:
+                print(f"note: holdout {head}: the served bundle's own {len(specs)} file(s)", file=sys.stderr)
+        split = sorted(set(opts.overrides) & set(SPLIT_FIELDS))
+        if split and opts.recipe_data and SERVED_HOLDOUT in plan.scored_on.values():
+            print(
+                f"note: --set {', '.join(split)} changes the recipe's dev split: the candidate may train "
+                "on rows of the served bundle's holdout, which flatters it",
+                file=sys.stderr,
+            )
         record: dict[str, Any] = {
             "event": "retrain",
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "current": {"version": current.version, "path": str(current.path)},
             "candidate": {"version": version},
             "new_data": [s.to_json() for s in prep.train],
-            "holdout": {h: [s.spec.path for s in sets] for h, sets in prep.holdout.items()},
+            "holdout": plan.paths(),
+            "scored_on": plan.scored_on,
         }
+        refusal = refusal_before_training(current, cfg, plan, opts)
         if opts.dry_run:
-            record["decision"] = {"promote": False, "reason": "dry run: nothing trained"}
+            why = f"; would refuse: {refusal}" if refusal else ""
+            record["decision"] = {"promote": False, "reason": f"dry run: nothing trained{why}"}
             record["recipe"] = cfg.to_json()
             return record
+        if refusal is not None:
+            record["decision"] = {
+                "promote": False,
+                "tolerance": opts.tolerance,
+                "reason": refusal,
+                "heads": {},
+            }
+            return _not_promoted(md, record, opts, started)
         try:
-            train(cfg)
-        except TrainError as exc:
-            raise RetrainError(f"candidate training failed: {exc}") from exc
-        cur_metrics = evaluate(current.path, prep.holdout, opts.variant)
-        cand_metrics = evaluate(cand_dir, prep.holdout, opts.variant)
-        decision = decide(cur_metrics, cand_metrics, opts.tolerance)
+            cur_metrics, cand_metrics = _train_and_score(current, cfg, plan, opts.variant)
+        except KeyboardInterrupt:
+            _remove_candidate(md, version)
+            raise
+        except Exception as exc:
+            reason, code = _failure(exc, md, version, keep=opts.keep_rejected)
+            record["decision"] = {
+                "promote": False,
+                "failed": True,
+                "tolerance": opts.tolerance,
+                "reason": reason,
+                "heads": {},
+            }
+            _not_promoted(md, record, opts, started)
+            raise CandidateFailed(reason, record, code) from exc
+        decision = decide(cur_metrics, cand_metrics, opts.tolerance, heads=[h.name for h in current.heads])
         record["metrics"] = {"current": cur_metrics, "candidate": cand_metrics}
         record["decision"] = decision.to_json()
+        if not decision.promote:
+            return _not_promoted(md, record, opts, started)
         record["seconds"] = round(time.monotonic() - started, 1)
-        if decision.promote:
-            final = md.versions / version
-            md.versions.mkdir(parents=True, exist_ok=True)
-            os.replace(cand_dir, final)
-            manifest = read_manifest(final)
-            # The promoted bundle carries its parent's history, the refusals judged against
-            # the parent since it was promoted, and this decision.
-            refused = [
-                h
-                for h in read_history(md.history)
-                if h.get("current", {}).get("version") == current.version and not h["decision"].get("promote")
-            ]
-            manifest["history"] = [*current.manifest.get("history", []), *refused, record]
-            write_manifest(final, manifest)
-            load_bundle(final, verify=True)
-            record["candidate"]["path"] = str(final)
-            swap_symlink(opts.served, final)
-        else:
-            record["candidate"]["path"] = str(cand_dir) if opts.keep_rejected else None
-            if not opts.keep_rejected:
-                shutil.rmtree(cand_dir, ignore_errors=True)
-                shutil.rmtree(data_dir, ignore_errors=True)
+        _promote(md, current, version, record)
+        swap_symlink(opts.served, Path(record["candidate"]["path"]))
         append_history(md.history, record)
         return record
+
+
+def refusal_before_training(
+    current: Bundle, cfg: TrainConfig, plan: HoldoutPlan, opts: RetrainOptions
+) -> str | None:
+    """Why the candidate cannot be judged (or would lack a served head) before any training."""
+    trained = {s.head for s in cfg.data}
+    lacking = [h.name for h in current.heads if h.name not in trained]
+    if lacking:
+        why = " (--no-recipe-data: only the new rows train it)" if not opts.recipe_data else ""
+        return f"the candidate would have no head(s) {lacking}: no training rows for them{why}"
+    if plan.unscorable:
+        return (
+            f"head(s) {plan.unscorable} cannot be scored: the new data has no rows for them and the served "
+            f"bundle {current.version} keeps no holdout (exported before bundles stored one); "
+            "pass --holdout HEAD=PATH for them"
+        )
+    return None
+
+
+def _train_and_score(
+    current: Bundle, cfg: TrainConfig, plan: HoldoutPlan, variant: Variant
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from streamer.model.bundle import load_bundle
+    from training.trainer import train
+
+    cand_dir = train(cfg)
+    cand_heads = {h.name for h in load_bundle(cand_dir, verify=False).heads}
+    cur_metrics = evaluate(current.path, plan.sources, variant)
+    cand_metrics = evaluate(cand_dir, plan.sources, variant, heads=cand_heads)
+    return cur_metrics, cand_metrics
+
+
+def _failed_export_weights(md: ModelsDir, version: str) -> Path:
+    """Where ``training.trainer`` keeps the weights of a candidate whose export failed."""
+    return md.candidate(version).with_name(f".{version}.failed-export-{version}.pt")
+
+
+def _failure(exc: Exception, md: ModelsDir, version: str, *, keep: bool) -> tuple[str, ExitCode]:
+    """One line saying what failed, and the exit code."""
+    from training.config import TrainError
+    from training.export import ExportError
+
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, ExportError):
+        weights = _failed_export_weights(md, version)
+        kept = f"; trained weights kept in {weights}" if keep and weights.exists() else ""
+        hint = " (retrain: --set force=true)" if "--force" in first else ""
+        return f"candidate export failed: {first}{hint}{kept}", ExitCode.FAILED
+    if isinstance(exc, TrainError):
+        return f"candidate training failed: {first}", exit_code_for(exc)
+    if isinstance(exc, SentiwireError):
+        return f"candidate failed: {first}", exit_code_for(exc)
+    return f"candidate failed: {type(exc).__name__}: {first}", ExitCode.FAILED
+
+
+def _remove_candidate(md: ModelsDir, version: str) -> None:
+    shutil.rmtree(md.candidate(version), ignore_errors=True)
+    shutil.rmtree(md.data(version), ignore_errors=True)
+    _failed_export_weights(md, version).unlink(missing_ok=True)
+
+
+def _not_promoted(
+    md: ModelsDir, record: dict[str, Any], opts: RetrainOptions, started: float
+) -> dict[str, Any]:
+    """Record a refused or failed candidate; remove it and its data unless ``keep_rejected``."""
+    version = record["candidate"]["version"]
+    cand_dir = md.candidate(version)
+    record["candidate"]["path"] = str(cand_dir) if opts.keep_rejected and cand_dir.exists() else None
+    if not opts.keep_rejected:
+        _remove_candidate(md, version)
+    record["seconds"] = round(time.monotonic() - started, 1)
+    append_history(md.history, record)
+    return record
+
+
+def _promote(md: ModelsDir, current: Bundle, version: str, record: dict[str, Any]) -> None:
+    """Move the candidate to ``versions/<version>`` with its lineage in ``bundle.json["history"]``."""
+    from streamer.model.bundle import load_bundle, read_manifest, write_manifest
+
+    final = md.versions / version
+    md.versions.mkdir(parents=True, exist_ok=True)
+    os.replace(md.candidate(version), final)
+    manifest = read_manifest(final)
+    # The promoted bundle carries its parent's history, the refusals judged against
+    # the parent since it was promoted, and this decision.
+    refused = [
+        h
+        for h in read_history(md.history)
+        if h.get("current", {}).get("version") == current.version and not h["decision"].get("promote")
+    ]
+    manifest["history"] = [*current.manifest.get("history", []), *refused, record]
+    write_manifest(final, manifest)
+    load_bundle(final, verify=True)
+    record["candidate"]["path"] = str(final)

@@ -1,19 +1,62 @@
-"""Both bundles scored on the same holdout, through the serving inference path."""
+"""Every served head scored, candidate and current on the same holdout, through the serving
+inference path: the new data's holdout where it labels the head, else the fixed holdout the
+served bundle keeps (its dev rows, see ``training.holdout``). A head with neither is
+unscorable, and an unscorable head blocks the promotion.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.enums import Variant
 
 if TYPE_CHECKING:
-    from training.data import LabeledSet
+    from streamer.model.bundle import Bundle
+    from training.data import LabeledSet, SourceSpec
+
+NEW_DATA = "new data"
+SERVED_HOLDOUT = "served bundle holdout"
+
+
+@dataclass(frozen=True)
+class HoldoutPlan:
+    """Where each served head is scored."""
+
+    sources: dict[str, list[SourceSpec]]  # head -> holdout files
+    scored_on: dict[str, str]  # head -> NEW_DATA | SERVED_HOLDOUT
+    unscorable: list[str]  # served heads with no holdout at all
+
+    def paths(self) -> dict[str, list[str]]:
+        return {h: [s.path for s in specs] for h, specs in self.sources.items()}
+
+
+def plan_holdout(bundle: Bundle, new: Mapping[str, Sequence[LabeledSet]]) -> HoldoutPlan:
+    """Per served head: the new data's holdout if it has rows, else the bundle's own holdout."""
+    from training.holdout import read_holdout
+
+    kept = read_holdout(bundle)
+    sources: dict[str, list[SourceSpec]] = {}
+    scored_on: dict[str, str] = {}
+    unscorable: list[str] = []
+    for head in (h.name for h in bundle.heads):
+        if new.get(head):
+            sources[head], scored_on[head] = [s.spec for s in new[head]], NEW_DATA
+        elif kept.get(head):
+            sources[head], scored_on[head] = kept[head], SERVED_HOLDOUT
+        else:
+            unscorable.append(head)
+    return HoldoutPlan(sources, scored_on, unscorable)
 
 
 def evaluate(
-    bundle_path: Path, holdout: Mapping[str, Sequence[LabeledSet]], variant: Variant = Variant.FP32
+    bundle_path: Path,
+    holdout: Mapping[str, Sequence[SourceSpec]],
+    variant: Variant = Variant.FP32,
+    *,
+    heads: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Per head holdout score through ``training.evaluate.evaluate_bundle`` (the serving inference path).
 
@@ -21,10 +64,13 @@ def evaluate(
     when a source covers only some labels (e.g. binary review data for a 3-way sentiment head),
     ``evaluate_bundle`` scores that source on its own label subset, and the head's score is the
     row-weighted mean of its sources' macro-F1. Either way both models get the same rule.
+    Only ``heads`` (default: all) are scored: a candidate lacking a head gets no score for it.
     """
     from training.evaluate import evaluate_bundle
 
-    specs = [s.spec for sets in holdout.values() for s in sets]
+    specs = [s for head, sets in holdout.items() if heads is None or head in heads for s in sets]
+    if not specs:
+        return {}
     result = evaluate_bundle(bundle_path, specs, variant=variant)
     out: dict[str, Any] = {}
     for head, hm in result["heads"].items():
