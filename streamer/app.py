@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from streamer.config import ModelConfig, Settings
+from streamer.enums import Delivery
 from streamer.errors import ExitCode, SentiwireError, UsageError
 from streamer.http import HttpServer
 from streamer.kafka.clients import make_consumer, make_producer, start_with_backoff
@@ -119,7 +120,8 @@ class Daemon:
             path=str(s.model.path),
         )
         consumer = make_consumer(s)
-        producer = make_producer(s)
+        exactly_once = s.delivery == Delivery.EXACTLY_ONCE
+        producer = None if exactly_once else make_producer(s)
         tasks: list[asyncio.Task[Any]] = []
         engine: AlertEngine | None = None
         try:
@@ -127,10 +129,18 @@ class Daemon:
                 self.http = HttpServer(self._registry, self.healthy, self.ready, s.http.host, s.http.port)
                 port = await self.http.start()
                 log.info("http listening", host=s.http.host, port=port)
-            await start_with_backoff(producer, s.kafka, "producer")
+            if producer is not None:
+                await start_with_backoff(producer, s.kafka, "producer")
             await start_with_backoff(consumer, s.kafka, "consumer")
             await self._check_topics(consumer)
-            self.pipeline = Pipeline(s, consumer, producer, self.models, self.metrics)
+            self.pipeline = Pipeline(
+                s,
+                consumer,
+                producer,
+                self.models,
+                self.metrics,
+                producer_factory=lambda tid: make_producer(s, transactional_id=tid),
+            )
             consumer.subscribe(s.input.topics, listener=self.pipeline.listener())
             self.pipeline.start()
             tasks.append(
@@ -245,8 +255,9 @@ class Daemon:
         with contextlib.suppress(Exception):
             await consumer.stop()
         t1 = time.monotonic()
-        with contextlib.suppress(Exception):
-            await producer.stop()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
         log.debug("clients closed", consumer_s=round(t1 - t0, 3), producer_s=round(time.monotonic() - t1, 3))
 
 

@@ -6,7 +6,6 @@ secrets, whose values never reach a log line or an error message (they are ``Sec
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,10 +125,9 @@ class BatchingConfig(_Section):
 
 
 class ExactlyOnceConfig(_Section):
-    transactional_id: str | None = Field(
-        default=None,
-        description="stable per replica (a restart with the same id fences its zombie); default sentiwire-<group>-<hostname>",
-    )
+    # Prefix of the per-partition transactional ids (<prefix>-<topic>-<partition>): whoever owns a
+    # partition next fences its previous owner. Default sentiwire-<group_id>.
+    transactional_id: str | None = Field(default=None, description="prefix; default sentiwire-<group_id>")
     transaction_timeout_ms: int = Field(default=15_000, gt=0)
     # One transaction spans the batches of up to this long: fewer commits, labels visible to
     # read_committed consumers at most this much later.
@@ -179,7 +177,8 @@ class Settings(BaseSettings):
         return self
 
     def transactional_id(self) -> str:
-        return self.exactly_once.transactional_id or f"sentiwire-{self.input.group_id}-{socket.gethostname()}"
+        """Prefix of the transactional ids, one per owned input partition (sinks.TransactionalSink)."""
+        return self.exactly_once.transactional_id or f"sentiwire-{self.input.group_id}"
 
 
 class _DictSource(PydanticBaseSettingsSource):

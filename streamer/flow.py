@@ -28,6 +28,7 @@ class Flow:
         self.closed = False  # stages exit their loops
         self.fatal: BaseException | None = None
         self._changed = asyncio.Event()
+        self._failed = asyncio.Event()
 
     @property
     def flushing(self) -> bool:
@@ -39,8 +40,13 @@ class Flow:
         self._changed.set()
 
     def fail(self, exc: BaseException) -> None:
-        self.fatal = exc
+        if self.fatal is None:
+            self.fatal = exc
+        self._failed.set()
         self.notify()
+
+    async def wait_failed(self) -> None:
+        await self._failed.wait()
 
     async def wait_for(self, cond: Callable[[], bool], deadline: float) -> bool:
         """Wait until ``cond()`` holds, up to ``deadline`` (monotonic); whether it holds.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -46,26 +46,35 @@ class Pipeline:
         self,
         settings: Settings,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer | None,
         models: ModelHolder,
         metrics: Metrics,
+        *,
+        producer_factory: Callable[[str], AIOKafkaProducer] | None = None,
     ) -> None:
+        """``producer`` serves at_least_once; exactly_once makes one producer per owned partition
+        with ``producer_factory(transactional_id)``."""
         self.settings = settings
         self.flow = Flow()
         self.tracker = OffsetTracker()
         b = settings.batching
         sink: Sink
         if settings.delivery == Delivery.EXACTLY_ONCE:
+            if producer_factory is None:
+                raise ValueError("exactly_once needs a producer_factory")
             sink = TransactionalSink(
-                producer,
+                producer_factory,
                 self.tracker,
                 self.flow,
                 metrics,
+                id_prefix=settings.transactional_id(),
                 group_id=settings.input.group_id,
                 dead_letter_topic=settings.output.dead_letter_topic,
                 commit_interval_s=settings.exactly_once.commit_interval_ms / 1000.0,
             )
         else:
+            if producer is None:
+                raise ValueError("at_least_once needs a producer")
             sink = AtLeastOnceSink(
                 producer,
                 consumer,
@@ -97,7 +106,6 @@ class Pipeline:
             owned=self._owned,
             deliver=self.scheduler.add,
         )
-        self._failed = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -140,7 +148,7 @@ class Pipeline:
         return self.flow.fatal is None and all(not t.done() for t in self._tasks)
 
     async def wait_failed(self) -> None:
-        await self._failed.wait()
+        await self.flow.wait_failed()
 
     async def stop(self, timeout_s: float) -> bool:
         """Stop fetching, drain in-flight work, commit. True if everything drained in time."""
@@ -161,7 +169,7 @@ class Pipeline:
             await self.sink.commit()
         flow.closed = True
         self.scheduler.wake()
-        self.sink.close()
+        await self.sink.close()
         pending = (await asyncio.wait(self._tasks, timeout=1.0))[1] if self._tasks else set()
         for task in pending:
             task.cancel()
@@ -177,8 +185,7 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            self.flow.fail(exc)
             task = asyncio.current_task()
             log.exception("pipeline task failed", task=task.get_name() if task else None)
-            self._failed.set()
+            self.flow.fail(exc)
             raise

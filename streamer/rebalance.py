@@ -39,6 +39,8 @@ class Queue(Protocol):
 
 class Committer(Protocol):
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None: ...
+    async def assign(self, tps: Iterable[TopicPartition]) -> None: ...
+    async def release(self, tps: Iterable[TopicPartition]) -> None: ...
 
 
 class Rebalancer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -89,6 +91,7 @@ class Rebalancer(ConsumerRebalanceListener):  # type: ignore[misc]
             deadline,
         )
         await self._sink.commit(tps)
+        await self._sink.release(tps)
         log.info(
             "partitions revoked",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in tps),
@@ -103,6 +106,11 @@ class Rebalancer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.assigned = frozenset(TopicPartition(tp.topic, tp.partition) for tp in assigned)
+        try:
+            await self._sink.assign(self.assigned)
+        except Exception as exc:  # aiokafka would only log it: make it stop the daemon instead
+            log.exception("partitions assigned but the sink cannot take them")
+            self._flow.fail(exc)
         self._flow.rebalancing = False
         self.joined = True
         self._metrics.rebalances.labels(event="assigned").inc()

@@ -16,11 +16,12 @@ at_least_once (:class:`AtLeastOnceSink`):
    retried in a loop: the partition's new owner resumes from the last good commit, which
    at worst re-labels a few records (at-least-once), never skips one.
 
-exactly_once (:class:`TransactionalSink`): labels + dead letters + the input positions go into
-one Kafka transaction (``send_offsets_to_transaction``) that spans the batches of
+exactly_once (:class:`TransactionalSink`): each owned input partition has its own
+transactional producer; its labels + dead letters + its input position go into one Kafka
+transaction (``send_offsets_to_transaction``) that spans the batches of
 ``exactly_once.commit_interval_ms`` and is also committed on revocation and shutdown; records
-are acked when it commits. A failed transaction is aborted and stops the daemon: a restart
-resumes from the last committed transaction.
+are acked when it commits. A failed (or fenced) transaction is aborted and stops the daemon: a
+restart resumes from the last committed transaction.
 """
 
 from __future__ import annotations
@@ -64,8 +65,14 @@ class Sink(Protocol):
     def loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         """Background loops the pipeline runs as tasks, by task name (acks, periodic commits)."""
 
-    def close(self) -> None:
-        """Let the background loops return."""
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Partitions were assigned (the transactional sink starts their producers)."""
+
+    async def release(self, tps: Iterable[TopicPartition]) -> None:
+        """Partitions were handed over after their final commit."""
+
+    async def close(self) -> None:
+        """Let the background loops return; release what the sink owns."""
 
 
 def fmt_offsets(offsets: dict[TopicPartition, int]) -> dict[str, int]:
@@ -76,38 +83,31 @@ class _ProducerSink:
     """Sending with the dead-letter size fallback, and the bookkeeping of an acknowledged output."""
 
     def __init__(
-        self,
-        producer: AIOKafkaProducer,
-        tracker: OffsetTracker,
-        flow: Flow,
-        metrics: Metrics,
-        *,
-        dead_letter_topic: str,
+        self, tracker: OffsetTracker, flow: Flow, metrics: Metrics, *, dead_letter_topic: str
     ) -> None:
-        self.producer = producer
         self.tracker = tracker
         self.flow = flow
         self.metrics = metrics
         self._dead_letter_topic = dead_letter_topic
 
-    async def _send(self, out: Output) -> asyncio.Future[Any]:
+    async def _send(self, producer: AIOKafkaProducer, out: Output) -> asyncio.Future[Any]:
         """Hand one record to the producer; returns the broker-acknowledgement future."""
         key, value = out.for_producer()
         try:
-            fut: asyncio.Future[Any] = await self.producer.send(
+            fut: asyncio.Future[Any] = await producer.send(
                 out.topic, value=value, key=key, headers=out.headers
             )
             return fut
         except MessageSizeTooLargeError:
             if out.topic != self._dead_letter_topic:
                 raise
-            return await self._send_without_value(out)
+            return await self._send_without_value(producer, out)
 
-    async def _send_without_value(self, out: Output) -> asyncio.Future[Any]:
+    async def _send_without_value(self, producer: AIOKafkaProducer, out: Output) -> asyncio.Future[Any]:
         """A dead letter too big to republish still leaves a trace: its headers, no value."""
         trace = out.without_value()
         key, value = trace.for_producer()
-        fut: asyncio.Future[Any] = await self.producer.send(
+        fut: asyncio.Future[Any] = await producer.send(
             trace.topic, value=value, key=key, headers=trace.headers
         )
         return fut
@@ -150,7 +150,8 @@ class AtLeastOnceSink(_ProducerSink):
         dead_letter_topic: str,
         commit_interval_s: float,
     ) -> None:
-        super().__init__(producer, tracker, flow, metrics, dead_letter_topic=dead_letter_topic)
+        super().__init__(tracker, flow, metrics, dead_letter_topic=dead_letter_topic)
+        self.producer = producer
         self.consumer = consumer
         self._owned = owned
         self._interval = commit_interval_s
@@ -161,7 +162,7 @@ class AtLeastOnceSink(_ProducerSink):
 
     async def publish(self, outs: list[Output]) -> None:
         for out in outs:
-            self._acks.put_nowait(_Pending(out, await self._send(out)))
+            self._acks.put_nowait(_Pending(out, await self._send(self.producer, out)))
 
     async def flush(self) -> None:
         return None  # acks arrive on their own; commits run on their interval
@@ -169,7 +170,13 @@ class AtLeastOnceSink(_ProducerSink):
     def loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         return {"ack": self._ack_loop(), "commit": self._commit_loop()}
 
-    def close(self) -> None:
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        return None
+
+    async def release(self, tps: Iterable[TopicPartition]) -> None:
+        return None
+
+    async def close(self) -> None:
         self._acks.put_nowait(None)
 
     async def _ack_loop(self) -> None:
@@ -182,7 +189,7 @@ class AtLeastOnceSink(_ProducerSink):
             except MessageSizeTooLargeError:
                 if pending.out.topic != self._dead_letter_topic:
                     raise
-                await (await self._send_without_value(pending.out))
+                await (await self._send_without_value(self.producer, pending.out))
             except KafkaError as exc:
                 raise PipelineError(
                     f"broker did not accept a record for {pending.out.topic}: {exc!r}"
@@ -221,26 +228,54 @@ class AtLeastOnceSink(_ProducerSink):
                 )
 
 
+@dataclass(slots=True)
+class _Txn:
+    """The open transaction of one input partition's producer."""
+
+    producer: AIOKafkaProducer
+    outs: list[Output]
+    futures: list[asyncio.Future[Any]]
+
+
 class TransactionalSink(_ProducerSink):
-    """One open transaction spanning batches; outputs and input positions commit together."""
+    """One transactional producer per owned input partition; outputs and positions commit together.
+
+    Why per partition: aiokafka commits offsets in a transaction without the group generation
+    (no KIP-447 fencing, aiokafka#844), so a member frozen past its session timeout could wake
+    and commit a transaction for partitions that moved on. With ``transactional.id`` =
+    ``<prefix>-<topic>-<partition>``, the partition's next owner starts a producer with the same
+    id, whose InitProducerId fences the old one: the zombie's open transaction is aborted and its
+    commit fails (ProducerFenced stops it). The cost: one producer (a connection, a buffer) per
+    owned partition, started on every assignment, and one transaction commit per partition per
+    ``commit_interval_ms``, run concurrently.
+    """
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        factory: Callable[[str], AIOKafkaProducer],
         tracker: OffsetTracker,
         flow: Flow,
         metrics: Metrics,
         *,
+        id_prefix: str,
         group_id: str,
         dead_letter_topic: str,
         commit_interval_s: float,
     ) -> None:
-        super().__init__(producer, tracker, flow, metrics, dead_letter_topic=dead_letter_topic)
+        super().__init__(tracker, flow, metrics, dead_letter_topic=dead_letter_topic)
+        self._factory = factory
+        self._prefix = id_prefix
         self._group_id = group_id
         self._interval = commit_interval_s
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._open: dict[TopicPartition, _Txn] = {}
         self._started: float | None = None
-        self._outs: list[Output] = []
-        self._futures: list[asyncio.Future[Any]] = []
+        # Records of newly assigned partitions can be fetched while their producers still start.
+        self._assigned = asyncio.Event()
+        self._assigned.set()
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        return f"{self._prefix}-{tp.topic}-{tp.partition}"
 
     def deadline(self) -> float | None:
         return None if self._started is None else self._started + self._interval
@@ -249,15 +284,47 @@ class TransactionalSink(_ProducerSink):
         deadline = self.deadline()
         return deadline is not None and (time.monotonic() >= deadline or self.flow.flushing)
 
-    async def publish(self, outs: list[Output]) -> None:
-        """Send a batch's records inside the open transaction (opening one if needed)."""
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Start (and so fence any older owner of) the producer of each newly owned partition."""
+        new = [tp for tp in tps if tp not in self._producers]
+        producers = {tp: self._factory(self.transactional_id(tp)) for tp in new}
+        self._assigned.clear()
         try:
-            if self._started is None:
-                await self.producer.begin_transaction()
-                self._started = time.monotonic()
+            await asyncio.gather(*(p.start() for p in producers.values()))
+        except KafkaError as exc:
+            await asyncio.gather(*(p.stop() for p in producers.values()), return_exceptions=True)
+            raise PipelineError(f"transactional producers could not start: {exc!r}") from exc
+        finally:
+            self._assigned.set()
+        self._producers.update(producers)
+        log.debug("transactional producers started", ids=[self.transactional_id(tp) for tp in new])
+
+    async def release(self, tps: Iterable[TopicPartition]) -> None:
+        """Stop the producers of partitions handed over (their transactions are committed by then)."""
+        gone = [self._producers.pop(tp) for tp in tps if tp in self._producers]
+        for tp in tps:
+            self._open.pop(tp, None)
+        await asyncio.gather(*(p.stop() for p in gone), return_exceptions=True)
+
+    async def publish(self, outs: list[Output]) -> None:
+        """Send a batch's records inside the open transaction of each input partition's producer."""
+        try:
             for out in outs:
-                self._futures.append(await self._send(out))
-                self._outs.append(out)
+                tp = out.item.tp
+                txn = self._open.get(tp)
+                if txn is None:
+                    producer = self._producers.get(tp)
+                    if producer is None:
+                        await self._assigned.wait()
+                        producer = self._producers.get(tp)
+                    if producer is None:  # revoked while its batch ran: the new owner re-reads it
+                        continue
+                    await producer.begin_transaction()
+                    txn = self._open[tp] = _Txn(producer, [], [])
+                    if self._started is None:
+                        self._started = time.monotonic()
+                txn.futures.append(await self._send(txn.producer, out))
+                txn.outs.append(out)
         except KafkaError as exc:
             await self._abort(exc)
         if self._due():
@@ -265,25 +332,26 @@ class TransactionalSink(_ProducerSink):
 
     async def flush(self) -> None:
         """Labels + dead letters + input positions become visible together, or not at all."""
-        if self._started is None:
+        if not self._open:
+            self._started = None
             return
-        outs, futures = self._outs, self._futures
-        positions: dict[TopicPartition, int] = {}
-        for out in outs:
-            tp = out.item.tp
-            positions[tp] = max(positions.get(tp, 0), out.item.offset + 1)
+        txns, self._open, self._started = self._open, {}, None
         try:
-            await asyncio.gather(*futures)
-            if positions:
-                await self.producer.send_offsets_to_transaction(positions, self._group_id)
-            await self.producer.commit_transaction()
+            await asyncio.gather(*(self._commit(tp, txn) for tp, txn in txns.items()))
         except KafkaError as exc:
+            self._open = txns
             await self._abort(exc)
-        self._started, self._outs, self._futures = None, [], []
-        self.metrics.transactions.labels(result="success").inc()
-        for out in outs:
-            self._done(out)
-        self.tracker.mark_committed(positions)
+        self.metrics.transactions.labels(result="success").inc(len(txns))
+        for tp, txn in txns.items():
+            for out in txn.outs:
+                self._done(out)
+            self.tracker.mark_committed({tp: txn.outs[-1].item.offset + 1})
+
+    async def _commit(self, tp: TopicPartition, txn: _Txn) -> None:
+        await asyncio.gather(*txn.futures)
+        position = max(out.item.offset for out in txn.outs) + 1
+        await txn.producer.send_offsets_to_transaction({tp: position}, self._group_id)
+        await txn.producer.commit_transaction()
 
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
         return None  # positions are committed inside each transaction (flush)
@@ -291,13 +359,15 @@ class TransactionalSink(_ProducerSink):
     def loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         return {}
 
-    def close(self) -> None:
-        return None
+    async def close(self) -> None:
+        await self.release(list(self._producers))
 
     async def _abort(self, exc: KafkaError) -> NoReturn:
         self.metrics.transactions.labels(result="failure").inc()
-        with contextlib.suppress(Exception):
-            await self.producer.abort_transaction()
+        for txn in self._open.values():
+            with contextlib.suppress(Exception):
+                await txn.producer.abort_transaction()
+        self._open, self._started = {}, None
         raise PipelineError(
             f"transaction failed ({exc!r}); a restart resumes from the last committed transaction"
         ) from exc

@@ -78,8 +78,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """Idempotent producer (acks=all); transactional under exactly_once."""
+def make_producer(settings: Settings, *, transactional_id: str | None = None) -> AIOKafkaProducer:
+    """Idempotent producer (acks=all); transactional under exactly_once (``transactional_id``,
+    default the configured prefix)."""
     kw: dict[str, Any] = {
         **client_kwargs(settings.kafka),
         "acks": "all",
@@ -89,7 +90,7 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         "max_request_size": max(1_048_576, settings.input.max_message_bytes * 2 + _REQUEST_HEADROOM),
     }
     if settings.delivery == Delivery.EXACTLY_ONCE:
-        kw["transactional_id"] = settings.transactional_id()
+        kw["transactional_id"] = transactional_id or settings.transactional_id()
         kw["transaction_timeout_ms"] = settings.exactly_once.transaction_timeout_ms
     return AIOKafkaProducer(**kw)
 

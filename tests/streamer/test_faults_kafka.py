@@ -49,7 +49,7 @@ def _texts(n: int) -> list[str]:
 class SlowClassifier(Classifier):
     """Every batch takes ``delay_s`` longer: the model is the bottleneck, in-flight fills up."""
 
-    delay_s = 0.5
+    delay_s = 3.0
 
     def run_batch(self, texts: Sequence[str], *, bucket: bool = True) -> BatchResult:
         time.sleep(self.delay_s)
@@ -59,10 +59,11 @@ class SlowClassifier(Classifier):
 async def test_a_model_slower_than_max_poll_interval_keeps_the_group(
     kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    """Backpressure pauses fetching for many max_poll_interval_ms; the member must stay in its
-    group (no revocation, every record labeled once), not re-process forever (aiokafka#848)."""
+    """Each batch takes 3 s, longer than max_poll_interval_ms (2 s), and backpressure pauses
+    fetching meanwhile; the member must stay in its group (no revocation, every record labeled
+    once), not re-process forever (aiokafka#848)."""
     topic, labels, dlq = kafka_topic_factory(2), kafka_topic_factory(2), kafka_topic_factory(1)
-    n = 48
+    n = 12
     cfg = daemon_config(
         bootstrap=kafka_bootstrap,
         bundle=tiny_bundle,
@@ -70,7 +71,7 @@ async def test_a_model_slower_than_max_poll_interval_keeps_the_group(
         labels=labels,
         dlq=dlq,
         group="slow-model",
-        # 12 batches of 4 at 0.5 s each, with one batch in flight: ~6 s paused > 2 s poll interval.
+        # 3 batches of 4 at 3 s each, one batch in flight: fetching is paused 3 s at a time.
         input={**FAST_GROUP, "max_poll_interval_ms": 2000},
         model={"workers": 1},
         batching={"max_batch_size": 4, "max_wait_ms": 5, "max_in_flight": 4, "commit_interval_ms": 200},
