@@ -134,7 +134,7 @@ def test_head_without_any_holdout_blocks_promotion(
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["decision"]["reason"] == "dry run: nothing trained"
-    assert record["scored_on"] == {"sentiment": "new data", "topic": "new data"}
+    assert record["scored_on"] == {"sentiment": "new data", "topic": "--holdout"}
 
 
 def test_failed_export_is_one_message_a_history_entry_and_exit_1(

@@ -49,6 +49,7 @@ class PreparedData:
     train: list[SourceSpec]
     holdout: dict[str, list[LabeledSet]]
     notes: list[str] = field(default_factory=list)
+    given: set[str] = field(default_factory=set)  # heads whose holdout came from --holdout
 
 
 def prepare_data(
@@ -115,7 +116,7 @@ def prepare_data(
     for head, sets in held.items():
         for s in sets:
             notes.append(f"holdout {head}: {len(s.texts)} rows from {s.spec.path}")
-    return PreparedData(train, held, notes)
+    return PreparedData(train, held, notes, set(given))
 
 
 def rebase_recipe_data(specs: Sequence[SourceSpec], data_root: Path | None) -> list[SourceSpec]:

@@ -118,7 +118,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
         cand_dir = md.candidate(version)
         try:
             cfg = candidate_config(current, opts, prep.train, cand_dir)
-            plan = plan_holdout(current, prep.holdout)
+            plan = plan_holdout(current, prep.holdout, prep.given)
         except BaseException:
             shutil.rmtree(data_dir, ignore_errors=True)
             raise

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from training.data import LabeledSet, SourceSpec
 
 NEW_DATA = "new data"
+GIVEN = "--holdout"
 SERVED_HOLDOUT = "served bundle holdout"
 
 
@@ -26,15 +27,18 @@ class HoldoutPlan:
     """Where each served head is scored."""
 
     sources: dict[str, list[SourceSpec]]  # head -> holdout files
-    scored_on: dict[str, str]  # head -> NEW_DATA | SERVED_HOLDOUT
+    scored_on: dict[str, str]  # head -> NEW_DATA | GIVEN | SERVED_HOLDOUT
     unscorable: list[str]  # served heads with no holdout at all
 
     def paths(self) -> dict[str, list[str]]:
         return {h: [s.path for s in specs] for h, specs in self.sources.items()}
 
 
-def plan_holdout(bundle: Bundle, new: Mapping[str, Sequence[LabeledSet]]) -> HoldoutPlan:
-    """Per served head: the new data's holdout if it has rows, else the bundle's own holdout."""
+def plan_holdout(
+    bundle: Bundle, new: Mapping[str, Sequence[LabeledSet]], given: Collection[str] = ()
+) -> HoldoutPlan:
+    """Per served head: the new data's holdout (``given`` heads: from --holdout) if it has rows,
+    else the bundle's own holdout."""
     from training.holdout import read_holdout
 
     kept = read_holdout(bundle)
@@ -43,7 +47,8 @@ def plan_holdout(bundle: Bundle, new: Mapping[str, Sequence[LabeledSet]]) -> Hol
     unscorable: list[str] = []
     for head in (h.name for h in bundle.heads):
         if new.get(head):
-            sources[head], scored_on[head] = [s.spec for s in new[head]], NEW_DATA
+            sources[head] = [s.spec for s in new[head]]
+            scored_on[head] = GIVEN if head in given else NEW_DATA
         elif kept.get(head):
             sources[head], scored_on[head] = kept[head], SERVED_HOLDOUT
         else:
