@@ -5,6 +5,10 @@ for the scheduler. When ``max_in_flight`` records are fetched but unacknowledged
 partition is paused (so aiokafka stops prefetching too) until at most half of them are:
 memory stays flat under any backlog. The loop keeps polling while paused, so a model slower
 than ``max_poll_interval_ms`` never costs the group membership.
+
+A record batch the client cannot decode (unknown codec, corrupt batch) stops the daemon with
+a message naming the error, counted in ``sentiwire_fetch_errors_total{error}``: skipping it
+would drop records silently, and the position does not move past it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 
 from streamer.config import InputConfig
-from streamer.flow import Flow
+from streamer.flow import Flow, PipelineError
 from streamer.metrics import Metrics
 from streamer.offsets import OffsetTracker
 from streamer.records import Item, Source, decode
@@ -70,9 +75,17 @@ class Fetcher:
             # consumer that stops calling it for max_poll_interval_ms is put out of its group,
             # and a slow model would then re-process the same records forever (aiokafka#848).
             room = max(self._max_in_flight - in_flight, 1)
-            batch = await self.consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=min(self._fetch_max, room)
-            )
+            try:
+                batch = await self.consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=min(self._fetch_max, room)
+                )
+            except (UnsupportedCodecError, CorruptRecordException) as exc:
+                self.metrics.fetch_errors.labels(error=type(exc).__name__).inc()
+                raise PipelineError(
+                    f"a fetched record batch cannot be decoded ({type(exc).__name__}: {exc}); policy: "
+                    "stop (exit 1) rather than skip records unread; the restart resumes at the last "
+                    "commit. Fix the producer, or the codec libraries (cramjam ships with sentiwire)"
+                ) from exc
             # Records that arrive after stop() began are left for the next owner: tracking them now
             # would publish labels after the final commit (duplicates on the next owner).
             if batch and not self.flow.draining:

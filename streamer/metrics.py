@@ -17,6 +17,12 @@ class Metrics:
         r = registry
         self.registry = registry
         self.consumed = Counter("sentiwire_messages_consumed", "Input records fetched", ["topic"], registry=r)
+        self.fetch_errors = Counter(
+            "sentiwire_fetch_errors",
+            "Fetched record batches the client could not decode (the daemon stops on one)",
+            ["error"],
+            registry=r,
+        )
         self.published = Counter(
             "sentiwire_messages_published", "Label records acknowledged by the broker", ["topic"], registry=r
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +30,7 @@ from streamer.testing import daemon_config
 from tests.streamer.helpers import (
     REPO,
     DaemonProcess,
+    committed,
     consume_all,
     covers,
     json_messages,
@@ -241,3 +244,45 @@ async def test_broker_restart_mid_stream_is_ridden_out(
     finally:
         daemon.close()
         current.stop()
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system-deps)")
+async def test_an_undecodable_record_batch_stops_the_daemon_loudly(
+    kafka_bootstrap: str,
+    kafka_topic_factory,
+    tiny_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """lz4 batches with the codec library gone: exit 1 naming the error, counted, nothing committed
+    past it (skipping would drop the batch's records unread)."""
+    import aiokafka.codec
+
+    topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    lines = [
+        orjson.dumps({"id": f"z{i}", "text": f"Shares rose {i}% on the news."}).decode() for i in range(20)
+    ]
+    await asyncio.to_thread(
+        subprocess.run,
+        ["kcat", "-b", kafka_bootstrap, "-P", "-t", topic, "-z", "lz4"],
+        input="".join(line + "\n" for line in lines),
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    monkeypatch.setattr(aiokafka.codec, "cramjam", None)  # as if cramjam were not installed
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap, bundle=tiny_bundle, topics=topic, labels=labels, dlq=dlq, group="no-codec"
+    )
+    daemon = Daemon(settings_from(tmp_path, cfg), registry=CollectorRegistry())
+    code = await asyncio.wait_for(daemon.run(), timeout=120)
+    assert code == ExitCode.FAILED
+    assert daemon.pipeline is not None
+    assert "cannot be decoded" in str(daemon.pipeline.fatal)
+    errors = daemon.metrics.registry.get_sample_value(
+        "sentiwire_fetch_errors_total", {"error": "UnsupportedCodecError"}
+    )
+    assert errors == 1
+    assert not await consume_all(kafka_bootstrap, labels, 1, timeout_s=2)
+    committed_now = await committed(kafka_bootstrap, "no-codec", topic, 1)
+    assert committed_now[0] is None, "a position was committed past records never read"
