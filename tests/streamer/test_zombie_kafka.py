@@ -69,7 +69,12 @@ async def test_a_frozen_daemon_never_commits_a_stale_transaction(
             sent = await stream
             # The survivor labels (and commits) everything, including what the zombie had open.
             await consume_all(
-                kafka_bootstrap, labels, n, timeout_s=120, isolation_level="read_committed", until=covers(sent)
+                kafka_bootstrap,
+                labels,
+                n,
+                timeout_s=120,
+                isolation_level="read_committed",
+                until=covers(sent),
             )
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
