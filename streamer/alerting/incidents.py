@@ -25,9 +25,15 @@ from streamer.alerting.events import AlertEvent, Overlap
 from streamer.alerting.rule import Evaluation, SpikeRule
 
 IncidentState = Literal["firing", "updated", "resolved"]
-Relation = Literal["primary", "explained_by_incident", "explains_incident"]
+Relation = Literal["primary", "explains", "explained_by", "part_of", "contains", "linked"]
 ScopeKey = tuple[str, str]
 SPECIFICITY = {"entity": 0, "topic": 1, "global": 2}
+_INVERSE: dict[Relation, Relation] = {
+    "explains": "explained_by",
+    "explained_by": "explains",
+    "part_of": "contains",
+    "contains": "part_of",
+}
 
 
 @dataclass
@@ -35,8 +41,9 @@ class Member:
     """One scope of an incident and its latest event."""
 
     event: AlertEvent
-    relation: Relation
-    shared_negatives: float = 0.0  # negatives its window shares with the scope it joined through
+    relation: Relation  # how it relates to ``via``
+    via: ScopeKey | None = None  # the incident's scope it was linked to
+    shared_negatives: float = 0.0  # negatives its window shares with ``via``
     active: bool = True
 
     def to_json(self) -> dict[str, Any]:
@@ -47,6 +54,7 @@ class Member:
             "alert_id": e.alert_id,
             "state": "firing" if self.active else "resolved",
             "relation": self.relation,
+            "via": None if self.via is None else f"{self.via[0]}:{self.via[1]}",
             "started_at": e.started_at_ms,
             "negative_share": round(e.negative_share, 6),
             "baseline_share": round(e.baseline_share, 6),
@@ -95,15 +103,34 @@ class IncidentEvent:
         return doc
 
 
-def _rest_fires(rule: SpikeRule, ev: Evaluation, shared_n: float, shared_neg: float) -> bool:
-    rest = rule.evaluate(ev.at_ms, ev.count - shared_n, ev.negatives - shared_neg, ev.baseline_share, 0.0)
-    return rule.fires(rest)
+def _fires(rule: SpikeRule, ev: Evaluation, n: float, neg: float, baseline: float) -> bool:
+    return rule.fires(rule.evaluate(ev.at_ms, n, neg, baseline, 0.0))
 
 
-def _event_eval(e: AlertEvent) -> Evaluation:
+def _evaluation(e: AlertEvent) -> Evaluation:
     return Evaluation(
         e.at_ms, e.count, e.negatives, e.negative_share, e.baseline_share, e.baseline_count, e.statistic_value
     )
+
+
+def link(rule: SpikeRule, a: AlertEvent, o: Overlap) -> tuple[str, Relation] | None:
+    """How firing scope ``a`` and the scope of overlap ``o`` are one burst, if they are.
+
+    Returns (the scope key that leads, how ``a`` relates to the other scope). Between a more
+    specific scope S and a broader one B: S *explains* B when B without their shared records
+    would not fire; S is *part of* B when S judged against B's short-window share would not
+    fire (a market-wide move, not S's own). Scopes of one kind are never linked.
+    """
+    ea, eb = _evaluation(a), o.other
+    sa, sb = SPECIFICITY.get(a.scope_kind, 3), SPECIFICITY.get(o.scope_kind, 3)
+    if sa == sb:
+        return None
+    specific, broad = (ea, eb) if sa < sb else (eb, ea)
+    if not _fires(rule, broad, broad.count - o.n, broad.negatives - o.negatives, broad.baseline_share):
+        return ("a" if sa < sb else "b"), ("explains" if sa < sb else "explained_by")
+    if not _fires(rule, specific, specific.count, specific.negatives, broad.share):
+        return ("b" if sa < sb else "a"), ("part_of" if sa < sb else "contains")
+    return None
 
 
 class IncidentTracker:
@@ -126,13 +153,13 @@ class IncidentTracker:
     def _join(self, key: ScopeKey, iid: str) -> None:
         self._of[key] = iid
         self._last[key] = iid
-        if len(self._last) > 4 * len(self._of) + 1024:  # bounded: drop scopes no longer in any incident
-            self._last = {k: v for k, v in self._last.items() if k in self._of}
 
     def open_incidents(self) -> list[Incident]:
         return list(self.incidents.values())
 
     def observe(self, events: Iterable[AlertEvent]) -> list[IncidentEvent]:
+        if len(self._last) > 2 * len(self._of) + 1024:  # bounded: forget scopes in no incident
+            self._last = {k: v for k, v in self._last.items() if k in self._of}
         out: list[IncidentEvent] = []
         batch: list[AlertEvent] = []
         for e in events:
@@ -145,51 +172,112 @@ class IncidentTracker:
         return out
 
     def _boundary(self, events: list[AlertEvent]) -> list[IncidentEvent]:
-        """Events of one boundary: resolves first, then firings, most specific first."""
+        """Events of one boundary: resolves, then firings joining open incidents, then new ones."""
         out: list[IncidentEvent] = []
         for e in events:
             if e.state == "resolved":
                 out += self._resolve(e)
-        opened: list[Incident] = []
+        firing = [e for e in events if e.state == "firing"]
+        if not firing:
+            return out
         joined: dict[str, Incident] = {}
-        firing = sorted(
-            (e for e in events if e.state == "firing"), key=lambda e: SPECIFICITY.get(e.scope_kind, 3)
-        )
+        fresh: list[AlertEvent] = []
         for e in firing:
             target = self._target(e) if self.group else None
             if target is None:
-                inc = Incident(e.alert_id, e.key, {e.key: Member(e, "primary")})
-                self.incidents[inc.incident_id] = inc
-                self._join(e.key, inc.incident_id)
-                opened.append(inc)
+                fresh.append(e)
                 continue
-            inc, relation, shared = target
-            inc.members[e.key] = Member(e, relation, shared)
+            inc, member = target
+            inc.members[e.key] = member
             self._join(e.key, inc.incident_id)
-            if all(inc is not o for o in opened):
-                joined[inc.incident_id] = inc
-        out += [self._emit(inc, "firing", inc.members[inc.primary].event.at_ms) for inc in opened]
+            joined[inc.incident_id] = inc
+        for group in self._components(fresh):
+            inc = self._open(group)
+            out.append(self._emit(inc, "firing", firing[0].at_ms))
         out += [self._emit(inc, "updated", firing[0].at_ms) for inc in joined.values()]
         return out
 
-    def _target(self, e: AlertEvent) -> tuple[Incident, Relation, float] | None:
-        """The open incident ``e`` belongs to, how, and the negatives it shares with it."""
+    def _target(self, e: AlertEvent) -> tuple[Incident, Member] | None:
+        """The open incident ``e`` is part of (through its most-shared firing scope), as a member."""
         shared = {(o.scope_kind, o.scope): o for o in e.overlaps}
-        best: tuple[Incident, Relation, float] | None = None
+        best: tuple[Incident, Member] | None = None
         for inc in self.incidents.values():
             for key, m in inc.members.items():
-                o: Overlap | None = shared.get(key)
+                o = shared.get(key)
                 if not m.active or o is None:
                     continue
-                if not _rest_fires(self.rule, _event_eval(e), o.n, o.negatives):
-                    relation: Relation = "explained_by_incident"
-                elif not _rest_fires(self.rule, o.other, o.n, o.negatives):
-                    relation = "explains_incident"
-                else:
+                found = link(self.rule, e, o)
+                if found is None:
                     continue
-                if best is None or o.negatives > best[2]:
-                    best = (inc, relation, o.negatives)
+                if best is None or o.negatives > best[1].shared_negatives:
+                    best = (inc, Member(e, found[1], key, o.negatives))
         return best
+
+    def _components(self, fresh: list[AlertEvent]) -> list[list[tuple[AlertEvent, Member | None, int]]]:
+        """New firings of one boundary, grouped by links; each with its link and lead score."""
+        if not self.group:
+            return [[(e, None, 0)] for e in fresh]
+        index = {e.key: i for i, e in enumerate(fresh)}
+        parent = list(range(len(fresh)))
+        score = [0] * len(fresh)
+        links: dict[int, list[tuple[int, Relation, float]]] = {i: [] for i in range(len(fresh))}
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, e in enumerate(fresh):
+            for o in e.overlaps:
+                j = index.get((o.scope_kind, o.scope))
+                if j is None or j <= i:
+                    continue
+                found = link(self.rule, e, o)
+                if found is None:
+                    continue
+                leader, relation = found
+                score[i if leader == "a" else j] += 1
+                links[i].append((j, relation, o.negatives))
+                links[j].append((i, _INVERSE[relation], o.negatives))
+                parent[root(i)] = root(j)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(fresh)):
+            groups.setdefault(root(i), []).append(i)
+        out = []
+        for members in groups.values():
+            lead = min(
+                members,
+                key=lambda i: (
+                    -score[i],
+                    SPECIFICITY.get(fresh[i].scope_kind, 3),
+                    -fresh[i].negatives,
+                    fresh[i].key,
+                ),
+            )
+            rows: list[tuple[AlertEvent, Member | None, int]] = [(fresh[lead], None, score[lead])]
+            for i in members:
+                if i == lead:
+                    continue
+                direct = next((x for x in links[i] if x[0] == lead), None)
+                if direct is not None:
+                    member = Member(fresh[i], direct[1], fresh[lead].key, direct[2])
+                else:
+                    member = Member(fresh[i], "linked", fresh[lead].key, 0.0)
+                rows.append((fresh[i], member, score[i]))
+            out.append(rows)
+        return out
+
+    def _open(self, rows: list[tuple[AlertEvent, Member | None, int]]) -> Incident:
+        lead = rows[0][0]
+        inc = Incident(lead.alert_id, lead.key, {lead.key: Member(lead, "primary")})
+        for e, member, _ in rows[1:]:
+            assert member is not None
+            inc.members[e.key] = member
+        self.incidents[inc.incident_id] = inc
+        for key in inc.members:
+            self._join(key, inc.incident_id)
+        return inc
 
     def _resolve(self, e: AlertEvent) -> list[IncidentEvent]:
         iid = self._of.pop(e.key, None)
@@ -223,7 +311,7 @@ class IncidentTracker:
             inc = self.incidents.get(iid)
             if inc is None:
                 inc = self.incidents[iid] = Incident(iid, e.key)
-            inc.members[e.key] = Member(e, "explained_by_incident")
+            inc.members[e.key] = Member(e, "linked")
             if e.alert_id == iid:
                 inc.primary = e.key
             self._join(e.key, iid)

@@ -10,6 +10,7 @@ import pytest
 from streamer.alerting.config import AlertsConfig
 from streamer.alerting.console import format_alert
 from streamer.alerting.detector import SpikeDetector
+from streamer.alerting.publish import timing
 from tests.alerting.scenario import StreamBuilder, by_time, load_corpus
 
 T0 = 1_764_000_000_000
@@ -40,3 +41,20 @@ def test_resolved_line(events: list[dict[str, object]]) -> None:
     assert "entity NOK" in line
     assert "resolved " in line
     assert "e.g." not in line
+
+
+def test_backfill_is_said_on_the_line(events: list[dict[str, object]]) -> None:
+    at = int(str(events[0]["at"]))
+    when = timing(at, at + 372_000, backfill_after_s=120.0, labels_behind=1500)
+    assert when == {
+        "event_time": at,
+        "processing_time": at + 372_000,
+        "lag_s": 372.0,
+        "labels_behind": 1500,
+        "backfill": True,
+    }
+    line = format_alert({**events[0], "backfill": True, "timing": when})
+    assert "BACKFILL: window " in line
+    assert "decided 6m12s later" in line
+    assert not timing(at, at + 30_000, backfill_after_s=120.0, labels_behind=0)["backfill"]
+    assert "BACKFILL" not in format_alert(events[0])
