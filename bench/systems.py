@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentiwire.serveconfig import serve_config, write_config
 from streamer.enums import Variant
+from streamer.testing import daemon_config, write_config
 
 PY = sys.executable
 
@@ -92,7 +92,8 @@ def sentiwire_system(
     """``sentiwire serve --config`` with a config file written into the run's workdir."""
 
     def argv(bootstrap: str, src: str, dst: str, group: str, wd: Path) -> list[str]:
-        config = serve_config(
+        config = daemon_config(
+            fast=False,
             bootstrap=bootstrap,
             bundle=bundle,
             topics=src,
@@ -102,6 +103,7 @@ def sentiwire_system(
             input={"auto_offset_reset": "earliest"},
             model={
                 "variant": str(variant),
+                "reload_interval_s": 0,
                 "allow_spinning": allow_spinning,
                 "workers": workers,
             },

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiokafka import TopicPartition
+
+# Where a test's daemon differs from a deployment's: quick to flush, commit and stop.
+TEST_DEFAULTS: dict[str, Any] = {
+    "output": {"linger_ms": 2},
+    "model": {"reload_interval_s": 0},
+    "batching": {"max_batch_size": 16, "max_wait_ms": 5, "max_in_flight": 256, "commit_interval_ms": 200},
+    "shutdown_timeout_s": 10,
+}
 
 
 def daemon_config(
@@ -25,25 +34,32 @@ def daemon_config(
     labels: str,
     dlq: str,
     group: str,
+    fast: bool = True,
     **sections: Any,
 ) -> dict[str, Any]:
-    """A complete ``sentiwire serve`` config as a dict (write it as YAML or load it directly).
+    """A complete ``sentiwire serve`` config as a dict (write it with :func:`write_config`).
 
-    Defaults suit a test or a local run (loopback HTTP on a free port, JSON logs, no hot
-    reload, small batches); each keyword section is merged over its defaults, a non-dict
-    value replaces it.
+    Loopback HTTP on a free port and JSON logs; with ``fast`` (tests) also :data:`TEST_DEFAULTS`,
+    without it (the demo, the bench) serve's own defaults. Each keyword section is merged over
+    those (dicts shallowly, other values replaced).
     """
     cfg: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap},
         "input": {"topics": [topics] if isinstance(topics, str) else list(topics), "group_id": group},
-        "output": {"labels_topic": labels, "dead_letter_topic": dlq, "linger_ms": 2},
-        "model": {"path": str(bundle), "reload_interval_s": 0},
-        "batching": {"max_batch_size": 16, "max_wait_ms": 5, "max_in_flight": 256, "commit_interval_ms": 200},
+        "output": {"labels_topic": labels, "dead_letter_topic": dlq},
+        "model": {"path": str(bundle)},
         "http": {"host": "127.0.0.1", "port": 0},
         "logging": {"level": "INFO", "format": "json"},
-        "shutdown_timeout_s": 10,
     }
+    if fast:
+        cfg = merge_sections(cfg, TEST_DEFAULTS)
     return merge_sections(cfg, sections)
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    """The config as the YAML file ``sentiwire serve --config`` reads; returns ``path``."""
+    path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+    return path
 
 
 def merge_sections(cfg: Mapping[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:

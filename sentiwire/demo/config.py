@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from sentiwire.paths import REPO_ROOT
-from sentiwire.serveconfig import serve_config
 from streamer.enums import Variant
+from streamer.testing import daemon_config
 
 NEWS, LABELS, DEAD = "news", "labels", "labels.dead-letter"
 ALERTS, ALERT_STATE = "sentiwire.alerts", "sentiwire.alerts.state"
@@ -67,7 +67,8 @@ def demo_config(
     bootstrap: str, model: Path, variant: Variant, http_port: int, topics: Topics = Topics()
 ) -> dict[str, Any]:
     """The daemon's YAML config: the ``serve`` defaults plus alert windows sized for minutes, not hours."""
-    return serve_config(
+    return daemon_config(
+        fast=False,
         bootstrap=bootstrap,
         bundle=model,
         topics=topics.news,

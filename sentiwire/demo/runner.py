@@ -26,8 +26,8 @@ from sentiwire.devbroker import BrokerHandle, create_topics_sync, start_broker
 from sentiwire.paths import REPO_ROOT
 from sentiwire.procs import free_port, terminate
 from sentiwire.replay import Burst, ReplayStats, Stream, burst_items, load_items, replay
-from sentiwire.serveconfig import write_config
 from streamer.errors import ExitCode
+from streamer.testing import write_config
 
 
 @dataclass

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streamer.app import Daemon
 from streamer.config import Settings, load_settings
 from streamer.kafka.admin import topic_partitions
+from streamer.testing import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,11 +41,6 @@ def real_texts(data_dir: Path, n: int, *, long_texts: int = 0) -> list[str]:
                     break
                 texts.append(row["text"])
     return texts
-
-
-def write_config(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 def settings_from(tmp_path: Path, cfg: dict[str, Any], name: str = "config.yaml") -> Settings:

@@ -26,7 +26,7 @@ from streamer.config import ModelConfig
 from streamer.errors import ExitCode
 from streamer.model.bundle import load_bundle
 from streamer.model.classifier import BatchResult, Classifier
-from streamer.testing import daemon_config
+from streamer.testing import daemon_config, write_config
 from tests.streamer.helpers import (
     REPO,
     DaemonProcess,
@@ -39,7 +39,6 @@ from tests.streamer.helpers import (
     produce_steadily,
     settings_from,
     wait_for_log,
-    write_config,
 )
 
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamer.testing import daemon_config
+from streamer.testing import daemon_config, write_config
 from tests.streamer.helpers import (
     DaemonProcess,
     committed,
@@ -24,7 +24,6 @@ from tests.streamer.helpers import (
     produce,
     produce_steadily,
     wait_for_log,
-    write_config,
 )
 
 pytestmark = pytest.mark.kafka

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.testing import daemon_config
+from streamer.testing import daemon_config, write_config
 from tests.streamer.helpers import (
     DaemonProcess,
     consume_all,
@@ -28,7 +28,6 @@ from tests.streamer.helpers import (
     log_events,
     produce_steadily,
     wait_for_log,
-    write_config,
 )
 
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
