@@ -26,6 +26,9 @@ REQUIRED_TITLES = {
     "Negative share per topic",
     "Active spikes",
     "Most negative entities",
+    "Open incidents",
+    "Alert labels dropped",
+    "Alert engine event-time lag",
 }
 
 

@@ -15,6 +15,7 @@ RULES = ROOT / "deploy" / "prometheus" / "sentiwire.rules.yml"
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.test.yml"))
 EXPECTED = {
     "NegativeSentimentSpike",
+    "AlertLabelsDropped",
     "ConsumerLagHigh",
     "NoMessagesProcessed",
     "DeadLetterRateHigh",
@@ -80,7 +81,9 @@ def test_promtool_unit_tests_pass(promtool: Path) -> None:
 @pytest.mark.prometheus
 def test_promtool_unit_tests_catch_a_broken_rule(promtool: Path, tmp_path: Path) -> None:
     """The unit tests are not vacuous: loosening a threshold makes them fail."""
-    broken = RULES.read_text().replace("> 10000", "> 100000").replace("> 0.05", "> 0.5")
+    broken = (
+        RULES.read_text().replace("> 10000", "> 100000").replace("> 0.05", "> 0.5").replace("> 0.01", "> 0.5")
+    )
     (tmp_path / "sentiwire.rules.yml").write_text(broken)
     tests_dir = tmp_path / "tests"
     tests_dir.mkdir()
@@ -95,3 +98,4 @@ def test_promtool_unit_tests_catch_a_broken_rule(promtool: Path, tmp_path: Path)
     assert out.returncode != 0
     assert "ConsumerLagHigh" in out.stdout + out.stderr
     assert "DeadLetterRateHigh" in out.stdout + out.stderr
+    assert "AlertLabelsDropped" in out.stdout + out.stderr
