@@ -33,7 +33,13 @@ H_VALUE_DROPPED = "sentiwire.value_dropped"
 
 # Output keys the daemon owns; input fields with these names are not passed through
 # (the input's own `source` goes to `source.origin`, see build_label_record).
-RESERVED_KEYS = frozenset({"id", "labels", "model", "source", "processed_at", "text", "truncated"})
+RESERVED_KEYS = frozenset(
+    {"id", "labels", "model", "source", "processed_at", "text", "text_omitted", "truncated"}
+)
+
+# orjson reads JSON nested up to 1024 levels but writes at most this many: a record parsed
+# fine could still fail to become a label record (or even to print its id) and stop the batch.
+_MAX_WRITE_DEPTH = 254
 
 
 class DeadLetterReason(StrEnum):
@@ -123,10 +129,27 @@ def decode(
         return dead(DeadLetterReason.TEXT_NOT_STRING, f"{text_field!r} is a {type(text).__name__}")
     if not text.strip():
         return dead(DeadLetterReason.BLANK_TEXT, f"{text_field!r} is empty or whitespace")
+    fields = {k: v for k, v in obj.items() if k != text_field}
+    if not _writable(fields, value):
+        return dead(
+            DeadLetterReason.NOT_JSON,
+            f"JSON nested too deep to pass through to a label record (at most {_MAX_WRITE_DEPTH} levels)",
+        )
     raw_id = obj.get("id")
     msg_id = default_id(source) if raw_id is None or raw_id == "" else str(raw_id)
-    fields = {k: v for k, v in obj.items() if k != text_field}
     return TextMessage(source, msg_id, text, fields, raw=value)
+
+
+def _writable(fields: dict[str, Any], value: bytes) -> bool:
+    """Whether the fields fit a label record orjson can write, shaped as build_label_record
+    nests them (the input's ``source`` one level deeper, as ``source.origin``)."""
+    if value.count(b"[") + value.count(b"{") < _MAX_WRITE_DEPTH - 1:
+        return True  # too few brackets to nest that deep: the common case, no second encode
+    try:
+        orjson.dumps({**fields, "source": {"origin": fields.get("source")}})
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def model_failure(msg: TextMessage, error: BaseException) -> DeadLetter:
