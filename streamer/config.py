@@ -106,6 +106,10 @@ class ModelConfig(_Section):
     # (docs/performance.md measures both settings).
     allow_spinning: bool = False
     reload_interval_s: float = Field(default=10.0, ge=0, description="0 disables hot reload")
+    # Response cache: a text seen before (as the tokenizer normalizes it) reuses its labels.
+    # Bounded by entries and by an estimate of the bytes held; 0 entries turns it off.
+    cache_entries: int = Field(default=10_000, ge=0)
+    cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
 
 
 class BatchingConfig(_Section):

@@ -36,6 +36,19 @@ class Metrics:
             "sentiwire_messages_truncated", "Texts cut to the model's max_length tokens", registry=r
         )
         self.batches = Counter("sentiwire_batches", "Batches run through the model", registry=r)
+        self.cache_hits = Counter(
+            "sentiwire_cache_hits", "Texts labeled from the response cache, without inference", registry=r
+        )
+        self.cache_misses = Counter(
+            "sentiwire_cache_misses", "Texts the response cache did not know", registry=r
+        )
+        self.cache_evictions = Counter(
+            "sentiwire_cache_evictions", "Response cache entries dropped for room (LRU)", registry=r
+        )
+        self.cache_entries = Gauge("sentiwire_cache_entries", "Entries in the response cache", registry=r)
+        self.cache_bytes = Gauge(
+            "sentiwire_cache_bytes", "Estimated bytes held by the response cache", registry=r
+        )
         self.batch_size = Histogram(
             "sentiwire_batch_size", "Messages per batch", buckets=_BATCH_BUCKETS, registry=r
         )

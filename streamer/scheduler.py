@@ -168,7 +168,7 @@ class Scheduler:
         self._running.popleft()
         clf = running.clf
         if result is not None:
-            self._observe_batch(result)
+            self._observe_batch(result, clf)
         out_cfg = self.settings.output
         outs = build_outputs(
             items,
@@ -228,8 +228,14 @@ class Scheduler:
         except Exception as again:
             raise PipelineError(f"the model fails on every input, warm-up texts included: {again!r}") from exc
 
-    def _observe_batch(self, result: BatchResult) -> None:
+    def _observe_batch(self, result: BatchResult, clf: Classifier) -> None:
         m = self.metrics
+        if clf.cache.enabled:
+            m.cache_hits.inc(result.cache_hits)
+            m.cache_misses.inc(len(result.predictions) - result.cache_hits)
+            m.cache_evictions.inc(result.cache_evictions)
+            m.cache_entries.set(len(clf.cache))
+            m.cache_bytes.set(clf.cache.size_bytes)
         m.batches.inc()
         m.batch_size.observe(len(result.predictions))
         m.tokenize_seconds.observe(result.tokenize_s)

@@ -18,6 +18,7 @@ import numpy as np
 from streamer.enums import Device, Variant
 from streamer.model.buckets import plan_buckets, take_rows
 from streamer.model.bundle import Bundle
+from streamer.model.cache import BYTES_PER_SCORE, ENTRY_OVERHEAD_BYTES, Cached, LabelCache, cache_key
 from streamer.model.errors import InferenceError
 from streamer.model.runtime import OrtRuntime, Runtime
 from streamer.model.tokenizer import Encoded, encode, load_tokenizer
@@ -42,6 +43,8 @@ class BatchResult:
     infer_s: float
     real_tokens: int
     padded_tokens: int  # tokens fed to the model, padding included
+    cache_hits: int = 0  # texts answered by the response cache (repeats within the batch included)
+    cache_evictions: int = 0
 
     @property
     def padding_waste(self) -> float:
@@ -76,7 +79,10 @@ class Classifier:
         device: Device | str = Device.CPU,
         intra_op_threads: int = 0,
         allow_spinning: bool = False,
+        cache_entries: int = 0,
+        cache_max_bytes: int = 0,
     ) -> None:
+        """``cache_entries`` > 0 turns on the response cache (cache.py) for :meth:`run_batch`."""
         self.bundle = bundle
         self.variant = _choice(Variant, variant, "variant")
         dev = _choice(Device, device, "device")
@@ -89,6 +95,16 @@ class Classifier:
             allow_spinning=allow_spinning,
         )
         self.provider: str = self.runtime.provider
+        labels = sum(len(h.labels) for h in bundle.heads)
+        self.cache = LabelCache(
+            cache_entries, cache_max_bytes, ENTRY_OVERHEAD_BYTES + BYTES_PER_SCORE * labels
+        )
+        self._normalizer = self._tokenizer.normalizer
+
+    def cache_key(self, text: str) -> bytes:
+        """The text as the tokenizer normalizes it, hashed, with the bundle version."""
+        normalized = self._normalizer.normalize_str(text) if self._normalizer is not None else text
+        return cache_key(self.bundle.version, normalized)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         return encode(self._tokenizer, texts)
@@ -119,7 +135,38 @@ class Classifier:
         return self.to_predictions(self.infer(self.encode(texts)))
 
     def run_batch(self, texts: Sequence[str], *, bucket: bool = True) -> BatchResult:
-        """Predictions in the order of ``texts``, identical to ``predict(texts)``, run per length bucket."""
+        """Predictions in the order of ``texts``, identical to ``predict(texts)``, run per length bucket;
+        texts the response cache knows (or repeated in the batch) are not run again."""
+        if not self.cache.enabled:
+            return self._run(texts, bucket=bucket)
+        keys = [self.cache_key(t) for t in texts]
+        found: dict[bytes, Cached] = {}
+        todo: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key in found or key in todo:
+                continue
+            hit = self.cache.get(key)
+            if hit is not None:
+                found[key] = hit
+            else:
+                todo[key] = text
+        run = self._run(list(todo.values()), bucket=bucket)
+        evicted = 0
+        for key, pred, trunc in zip(todo, run.predictions, run.truncated, strict=True):
+            found[key] = Cached(pred, trunc)
+            evicted += self.cache.put(key, found[key])
+        return BatchResult(
+            predictions=[dict(found[k].predictions) for k in keys],
+            truncated=[found[k].truncated for k in keys],
+            tokenize_s=run.tokenize_s,
+            infer_s=run.infer_s,
+            real_tokens=run.real_tokens,
+            padded_tokens=run.padded_tokens,
+            cache_hits=len(keys) - len(todo),
+            cache_evictions=evicted,
+        )
+
+    def _run(self, texts: Sequence[str], *, bucket: bool) -> BatchResult:
         t0 = time.perf_counter()
         enc = self.encode(texts)
         t1 = time.perf_counter()

@@ -57,6 +57,8 @@ def load_classifier(cfg: ModelConfig) -> Classifier:
         device=cfg.device,
         intra_op_threads=cfg.intra_op_threads or threads_per_worker(cfg.workers),
         allow_spinning=cfg.allow_spinning,
+        cache_entries=cfg.cache_entries,
+        cache_max_bytes=cfg.cache_max_bytes,
     )
     clf.predict(list(WARMUP_TEXTS))
     return clf
