@@ -162,7 +162,11 @@ class AtLeastOnceSink(_ProducerSink):
 
     async def publish(self, outs: list[Output]) -> None:
         for out in outs:
-            self._acks.put_nowait(_Pending(out, await self._send(self.producer, out)))
+            try:
+                fut = await self._send(self.producer, out)
+            except KafkaError as exc:  # e.g. the topic was deleted or its ACL removed
+                raise PipelineError(f"cannot publish to {out.topic}: {exc!r}") from exc
+            self._acks.put_nowait(_Pending(out, fut))
 
     async def flush(self) -> None:
         return None  # acks arrive on their own; commits run on their interval

@@ -285,3 +285,40 @@ async def test_an_undecodable_record_batch_stops_the_daemon_loudly(
     assert not await consume_all(kafka_bootstrap, labels, 1, timeout_s=2)
     committed_now = await committed(kafka_bootstrap, "no-codec", topic, 1)
     assert committed_now[0] is None, "a position was committed past records never read"
+
+
+async def test_labels_topic_deleted_while_serving_stops_without_committing_past_published(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A clear error and exit 1; every committed position has its label on the broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topics=topic,
+        labels=labels,
+        dlq=dlq,
+        group="deleted-labels",
+        kafka={"bootstrap_servers": kafka_bootstrap, "request_timeout_ms": 5000},
+    )
+    daemon = Daemon(settings_from(tmp_path, cfg), registry=CollectorRegistry())
+    task = asyncio.create_task(daemon.run())
+    first = await produce(kafka_bootstrap, topic, json_messages(_texts(100)))
+    before = await consume_all(kafka_bootstrap, labels, 100, timeout_s=60, until=covers(first))
+    assert set(labeled_positions(before)) == set(first)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([labels])
+    finally:
+        await admin.close()
+    await produce(kafka_bootstrap, topic, json_messages(_texts(100), prefix="late"))
+    code = await asyncio.wait_for(task, timeout=180)
+    assert code == ExitCode.FAILED
+    assert daemon.pipeline is not None
+    assert labels in str(daemon.pipeline.fatal), daemon.pipeline.fatal
+    position = (await committed(kafka_bootstrap, "deleted-labels", topic, 1))[0]
+    assert position is not None
+    assert position <= 100, f"committed {position}: past the 100 records whose labels were published"
