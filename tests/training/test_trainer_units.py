@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.budget import fit_time_budget
+from training.budget import PLAN_AT_STEP, Schedule, TimeBudget, fit_time_budget
 from training.config import TrainConfig, TrainError
 from training.data import parse_source
 from training.dataset import Example, SourceSampler, _split, prepare
@@ -191,3 +191,24 @@ def test_scored_labels_rule() -> None:
         scored_labels(explicit, head, {"negative"})
     with pytest.raises(DataError, match="must name >= 2"):
         scored_labels(parse_source("sentiment=r.csv?scored=bogus,neutral"), head, {"neutral"})
+
+
+def test_time_budget_replans_the_schedule_to_end_in_time() -> None:
+    now = [0.0]
+    plan = Schedule(total=1000, warmup=60, eval_every=100)
+    budget = TimeBudget(
+        1.0, plan, warmup_ratio=0.06, dev_rows=0, batch_size=32, started=0.0, clock=lambda: now[0]
+    )
+    assert budget.replan(PLAN_AT_STEP - 1) is None  # only at the planning steps
+    now[0] = 15.0  # 1 s/step: 60 s fit about 60 steps, not 1000
+    message = budget.replan(PLAN_AT_STEP)
+    assert message is not None
+    assert "schedule now ends at step" in message
+    assert PLAN_AT_STEP < plan.total < 100
+    assert plan.warmup == max(PLAN_AT_STEP, int(plan.total * 0.06))
+    assert plan.eval_every == plan.total
+    assert plan.factor(plan.total) == 0.0
+    assert not budget.out_of_time()
+    now[0] = 61.0
+    assert budget.out_of_time()
+    assert not TimeBudget(None, plan, warmup_ratio=0.06, dev_rows=0, batch_size=32, started=0.0).out_of_time()
