@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import time
 from pathlib import Path
 
 import orjson
@@ -131,7 +132,7 @@ async def test_kill_9_at_random_points(
     delivery: str, kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
 ) -> None:
     topic, labels, dlq = kafka_topic_factory(4), kafka_topic_factory(4), kafka_topic_factory(1)
-    n, kills = 20_000, 3
+    n, kills = 20_000, 10
     rng = random.Random(7)
     cfg = daemon_config(
         bootstrap=kafka_bootstrap,
@@ -147,16 +148,32 @@ async def test_kill_9_at_random_points(
     )
     config = write_config(tmp_path / "c.yaml", cfg)
     sent = await produce(kafka_bootstrap, topic, json_messages(_texts(n)))
+
+    async def progress() -> int:
+        return sum(c or 0 for c in (await committed(kafka_bootstrap, f"crash-{delivery}", topic, 4)).values())
+
+    # Each kill lands once the run has committed something new (a condition, not a timing guess),
+    # after a random extra delay, and never after most of the backlog is done.
+    done_kills = 0
     for k in range(kills):
+        before = await progress()
+        if before > n * 0.8:
+            break
         proc = DaemonProcess(config, tmp_path / f"run{k}.log")
         try:
-            await wait_for_log(proc, "partitions assigned", lambda e: e["partitions"])
-            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            await wait_for_log(proc, "partitions assigned", lambda e: e["partitions"], timeout_s=120)
+            deadline = time.monotonic() + 120
+            while await progress() <= before:
+                assert time.monotonic() < deadline, f"run {k} committed nothing in 120 s:\n{proc.tail()}"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
             proc.kill()
+            done_kills += 1
         finally:
             proc.close()
-    progress = sum(c or 0 for c in (await committed(kafka_bootstrap, f"crash-{delivery}", topic, 4)).values())
-    assert 0 < progress < n, f"the kills should land mid-stream (committed {progress} of {n})"
+    reached = await progress()
+    assert done_kills >= 3, f"only {done_kills} kills landed before {reached} of {n} were committed"
+    assert 0 < reached < n, f"the kills should land mid-stream (committed {reached} of {n})"
     isolation = "read_committed" if delivery == "exactly_once" else "read_uncommitted"
     final = DaemonProcess(config, tmp_path / "final.log")
     try:
