@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from streamer.drift import PROFILE_KEY
 from streamer.enums import Variant
 from streamer.errors import SentiwireError
 from streamer.model.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
 from streamer.model.classifier import Classifier
 from streamer.model.tokenizer import pad_token_of
 from training.holdout import HoldoutRows, write_holdout
+from training.profile import profile_json
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -270,6 +272,7 @@ def build_bundle(
                 f"quantization level {list(QUANT_LEVELS)}; use --force to export anyway"
             )
         manifest["export"] = {**asdict(checks), "opset": OPSET, "int8_level": level, "int8_tried": tried}
+        manifest[PROFILE_KEY] = profile_json(staging, [*parity_texts, *agreement_texts])  # for drift
         write_manifest(staging, manifest)
         load_bundle(staging, verify=True)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700
