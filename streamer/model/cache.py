@@ -12,22 +12,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from streamer.model.classifier import HeadPrediction
+V = TypeVar("V")
 
 # Bytes counted per entry besides its labels: key digest, dict and tuple overheads (an estimate).
 ENTRY_OVERHEAD_BYTES = 240
 BYTES_PER_SCORE = 72  # a float object and its dict slot
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    predictions: Mapping[str, HeadPrediction]
-    truncated: bool
 
 
 def cache_key(version: str, normalized: str) -> bytes:
@@ -39,14 +30,14 @@ def cache_key(version: str, normalized: str) -> bytes:
     )
 
 
-class LabelCache:
-    """LRU of predictions by :func:`cache_key`; ``max_entries`` 0 disables it."""
+class LabelCache(Generic[V]):
+    """LRU of values (a text's labels) by :func:`cache_key`; ``max_entries`` 0 disables it."""
 
     def __init__(self, max_entries: int, max_bytes: int, entry_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.entry_bytes = entry_bytes
-        self._data: OrderedDict[bytes, Cached] = OrderedDict()
+        self._data: OrderedDict[bytes, V] = OrderedDict()
         self._lock = threading.Lock()
         self.evictions = 0
 
@@ -61,14 +52,14 @@ class LabelCache:
     def size_bytes(self) -> int:
         return len(self._data) * self.entry_bytes
 
-    def get(self, key: bytes) -> Cached | None:
+    def get(self, key: bytes) -> V | None:
         with self._lock:
             hit = self._data.get(key)
             if hit is not None:
                 self._data.move_to_end(key)
             return hit
 
-    def put(self, key: bytes, value: Cached) -> int:
+    def put(self, key: bytes, value: V) -> int:
         """Store ``value``; returns how many entries were evicted to make room."""
         if not self.enabled:
             return 0

@@ -14,14 +14,20 @@ from enum import StrEnum
 from typing import TypeVar
 
 import numpy as np
+import structlog
 
-from streamer.enums import Device, Variant
+from streamer.enums import Device, Precision, Variant
+from streamer.enums import Runtime as RuntimeName
 from streamer.model.buckets import plan_buckets, take_rows
 from streamer.model.bundle import Bundle
-from streamer.model.cache import BYTES_PER_SCORE, ENTRY_OVERHEAD_BYTES, Cached, LabelCache, cache_key
+from streamer.model.cache import BYTES_PER_SCORE, ENTRY_OVERHEAD_BYTES, LabelCache, cache_key
 from streamer.model.errors import InferenceError
-from streamer.model.runtime import OrtRuntime, Runtime
+from streamer.model.gate import run_gate
+from streamer.model.runtime import Runtime, build_runtime
+from streamer.model.selection import Choice, choose, probe
 from streamer.model.tokenizer import Encoded, encode, load_tokenizer
+
+log = structlog.get_logger("sentiwire.model")
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -31,6 +37,14 @@ class HeadPrediction:
     label: str
     score: float
     scores: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """What the response cache keeps of a text: its labels and whether it was truncated."""
+
+    predictions: dict[str, HeadPrediction]
+    truncated: bool
 
 
 @dataclass(frozen=True)
@@ -81,25 +95,54 @@ class Classifier:
         allow_spinning: bool = False,
         cache_entries: int = 0,
         cache_max_bytes: int = 0,
+        runtime: RuntimeName | str = RuntimeName.AUTO,
+        precision: Precision | str | None = None,
+        workers: int = 1,
+        gate: bool = True,
     ) -> None:
-        """``cache_entries`` > 0 turns on the response cache (cache.py) for :meth:`run_batch`."""
+        """``cache_entries`` > 0 turns on the response cache (cache.py) for :meth:`run_batch`.
+
+        ``precision`` None follows ``variant``; int8 serves the int8 graph, the others the fp32 one.
+        ``gate`` runs the agreement gate (gate.py) for a runtime/precision the bundle did not check.
+        """
         self.bundle = bundle
-        self.variant = _choice(Variant, variant, "variant")
-        dev = _choice(Device, device, "device")
+        var = _choice(Variant, variant, "variant")
+        prec = Precision(var.value) if precision is None else _choice(Precision, precision, "precision")
+        if precision is not None and var == Variant.INT8 and prec != Precision.INT8:
+            raise InferenceError(f"variant=int8 and precision={prec.value} disagree (int8 is the int8 graph)")
+        self.choice: Choice = choose(
+            _choice(RuntimeName, runtime, "runtime"), _choice(Device, device, "device"), prec, probe()
+        )
+        self.variant = self.choice.variant
+        self.precision = self.choice.precision
+        self.runtime_name = self.choice.runtime
         self._tokenizer = load_tokenizer(bundle)
-        self.runtime: Runtime = OrtRuntime(
+        self.runtime: Runtime = build_runtime(
             bundle,
-            bundle.onnx_path(self.variant),
-            device=dev,
+            self.choice,
+            workers=workers,
             intra_op_threads=intra_op_threads,
             allow_spinning=allow_spinning,
         )
         self.provider: str = self.runtime.provider
+        self.agreement: dict[str, float] | None = None  # per head, when the gate ran
+        if gate and self.needs_gate:
+            what = f"model.runtime={self.runtime_name.value} model.precision={self.precision.value}"
+            self.agreement = run_gate(bundle, self.encode, self.runtime, what, threads=intra_op_threads)
+            log.info("agreement gate passed", what=what, agreement=self.agreement)
         labels = sum(len(h.labels) for h in bundle.heads)
-        self.cache = LabelCache(
+        self.cache: LabelCache[Cached] = LabelCache(
             cache_entries, cache_max_bytes, ENTRY_OVERHEAD_BYTES + BYTES_PER_SCORE * labels
         )
         self._normalizer = self._tokenizer.normalizer
+
+    @property
+    def needs_gate(self) -> bool:
+        """What export did not check: the bundle's graphs on ONNX Runtime were (fp32 parity, int8)."""
+        return not (
+            self.runtime_name == RuntimeName.ONNXRUNTIME
+            and self.precision in (Precision.FP32, Precision.INT8)
+        )
 
     def cache_key(self, text: str) -> bytes:
         """The text as the tokenizer normalizes it, hashed, with the bundle version."""
