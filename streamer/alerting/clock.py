@@ -1,12 +1,15 @@
-"""The event clock: a watermark per input partition ("lane"), the clock at their minimum.
+"""The event clock: a watermark per partition ("lane"), the clock at their minimum.
 
-Pure (processing time is passed in). A lane is the label's source topic and partition — the
-input partition the daemon read it from — or, for a record without one, its labels-topic
-partition. Lanes, not labels partitions, because the daemon publishes each input partition's
-labels in offset order but works partitions at different speeds, and the labels topic is
-keyed by message key: every labels partition interleaves several input partitions, minutes
-of event time apart during a catch-up. Within a lane event time only moves forward (up to
-the input's own disorder), which is what a watermark needs (Flink, Kafka Streams, Beam).
+Pure (processing time is passed in). A lane is one input partition as seen through one
+labels-topic partition: (labels partition, source topic, source partition); a record without
+a source partition is its labels partition's lane. Why both: the daemon works input
+partitions at different speeds and keys labels by message key, so every labels partition
+interleaves several input partitions, minutes of event time apart during a catch-up, and
+one input partition's labels are spread over all labels partitions, which the engine reads
+at their own pace. The one order that holds is an input partition's labels within one labels
+partition (the daemon publishes each input partition in offset order; Kafka keeps a
+partition's order): within a lane event time only moves forward (up to the input's own
+disorder), which is what a watermark needs (Flink, Kafka Streams, Beam).
 
 ``watermark = max(previous, min over waited-for lanes of their highest event time - lateness)``
 
@@ -16,11 +19,12 @@ clock are then ``capped``, not ``late``). A lane announced with :meth:`EventCloc
 before its first record holds the clock where it is until it delivers or goes idle, so a
 partition whose first label comes a moment after the others' is not late by construction.
 
-Each lane also remembers which source offsets it has seen, as a few ``[lo, hi)`` ranges
-(offsets are dense, so a handful of ranges cover millions of records): a label whose source
-offset was seen is a redelivery (at-least-once) and is dropped as ``duplicate``. Memory is
-bounded: at most ``max_lanes`` lanes (least recently seen forgotten first) and
-``max_ranges`` ranges per lane (oldest forgotten first); both are counted.
+Per input partition the clock also remembers which source offsets it has seen, as a few
+``[lo, hi)`` ranges (offsets are dense, so a handful of ranges cover millions of records): a
+label whose source offset was seen is a redelivery (at-least-once) and is dropped as
+``duplicate``. Memory is bounded: at most ``max_lanes`` lanes and as many input partitions
+(least recently seen forgotten first), ``max_ranges`` ranges each (oldest forgotten first);
+each is counted.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-Lane = tuple[str, int]
+Lane = tuple[int, str, int]  # (labels partition, source topic, source partition)
+Source = tuple[str, int]  # (source topic, source partition)
 Verdict = Literal["ok", "late", "capped", "duplicate"]
-DEFAULT_LANE: Lane = ("", 0)
+DEFAULT_LANE: Lane = (0, "", -1)
 
 
 class OffsetRanges:
@@ -82,7 +87,6 @@ class OffsetRanges:
 class LaneState:
     max_ts_ms: int | None = None  # highest event time accepted; None until the first one
     last_seen_s: float | None = None  # processing time of its last record (or of expect())
-    offsets: OffsetRanges = field(default_factory=lambda: OffsetRanges(64))
 
 
 class EventClock:
@@ -102,11 +106,13 @@ class EventClock:
         self.max_lag_ms = max_lag_ms
         self.max_lanes = max_lanes
         self.max_ranges = max_ranges
-        # Least recently seen first.
+        # Least recently seen first, both.
         self.lanes: OrderedDict[Lane, LaneState] = OrderedDict()
+        self.seen: OrderedDict[Source, OffsetRanges] = OrderedDict()
         self.watermark_ms: int | None = None
         self.fastest_ms: int | None = None
         self.forgotten_lanes = 0
+        self.forgotten_sources = 0
         self._forgotten_ranges = 0
         self._floor_ms: int | None = None  # lowest lane time the watermark was computed from
         self._now_s: float | None = None
@@ -118,7 +124,7 @@ class EventClock:
 
     @property
     def forgotten_ranges(self) -> int:
-        return self._forgotten_ranges + sum(s.offsets.forgotten for s in self.lanes.values())
+        return self._forgotten_ranges + sum(r.forgotten for r in self.seen.values())
 
     def _lane(self, lane: Lane) -> LaneState:
         st = self.lanes.get(lane)
@@ -126,11 +132,22 @@ class EventClock:
             self.lanes.move_to_end(lane)
             return st
         if len(self.lanes) >= self.max_lanes:
-            _, gone = self.lanes.popitem(last=False)
-            self._forgotten_ranges += gone.offsets.forgotten
+            self.lanes.popitem(last=False)
             self.forgotten_lanes += 1
-        st = self.lanes[lane] = LaneState(offsets=OffsetRanges(self.max_ranges))
+        st = self.lanes[lane] = LaneState()
         return st
+
+    def _offsets(self, source: Source) -> OffsetRanges:
+        ranges = self.seen.get(source)
+        if ranges is not None:
+            self.seen.move_to_end(source)
+            return ranges
+        if len(self.seen) >= self.max_lanes:
+            _, gone = self.seen.popitem(last=False)
+            self._forgotten_ranges += gone.forgotten
+            self.forgotten_sources += 1
+        ranges = self.seen[source] = OffsetRanges(self.max_ranges)
+        return ranges
 
     def expect(self, lanes: Iterable[Lane], now_s: float) -> None:
         """Announce lanes that exist but have not delivered yet: the clock waits for them (or idleness)."""
@@ -158,10 +175,13 @@ class EventClock:
         return self.watermark_ms is not None and ts_ms < self.watermark_ms
 
     def admit(self, lane: Lane, ts_ms: int, offset: int | None = None, now_s: float | None = None) -> Verdict:
-        """Decide one record: counted (``ok``, the clock moves), or dropped with the reason."""
-        st = self._lane(lane)
-        if offset is not None and not st.offsets.add(offset):
+        """Decide one record: counted (``ok``, the clock moves), or dropped with the reason.
+
+        ``offset`` is its source offset (de-duplicated per source topic and partition).
+        """
+        if offset is not None and lane[1] and not self._offsets((lane[1], lane[2])).add(offset):
             return "duplicate"
+        st = self._lane(lane)
         if now_s is not None:
             st.last_seen_s = now_s
             self._now_s = now_s
@@ -214,10 +234,12 @@ class EventClock:
             "watermark_ms": self.watermark_ms,
             "fastest_ms": self.fastest_ms,
             "forgotten_lanes": self.forgotten_lanes,
+            "forgotten_sources": self.forgotten_sources,
             "forgotten_ranges": self.forgotten_ranges,
-            "lanes": [
-                [topic, part, st.max_ts_ms, [list(r) for r in st.offsets.ranges()]]
-                for (topic, part), st in self.lanes.items()
+            "lanes": [[*lane, st.max_ts_ms] for lane, st in self.lanes.items()],
+            "seen": [
+                [topic, part, [list(r) for r in ranges.ranges()]]
+                for (topic, part), ranges in self.seen.items()
             ],
         }
 
@@ -226,13 +248,16 @@ class EventClock:
         self.watermark_ms = None if d["watermark_ms"] is None else int(d["watermark_ms"])
         self.fastest_ms = None if d["fastest_ms"] is None else int(d["fastest_ms"])
         self.forgotten_lanes = int(d["forgotten_lanes"])
+        self.forgotten_sources = int(d["forgotten_sources"])
         self._forgotten_ranges = int(d["forgotten_ranges"])
         self.lanes.clear()
-        for topic, part, max_ts, ranges in d["lanes"]:
-            self.lanes[(str(topic), int(part))] = LaneState(
-                None if max_ts is None else int(max_ts),
-                None,
-                OffsetRanges(self.max_ranges, ((int(lo), int(hi)) for lo, hi in ranges)),
+        for labels_part, topic, part, max_ts in d["lanes"]:
+            lane = (int(labels_part), str(topic), int(part))
+            self.lanes[lane] = LaneState(None if max_ts is None else int(max_ts), None)
+        self.seen.clear()
+        for topic, part, ranges in d["seen"]:
+            self.seen[(str(topic), int(part))] = OffsetRanges(
+                self.max_ranges, ((int(lo), int(hi)) for lo, hi in ranges)
             )
         self._recompute()
 

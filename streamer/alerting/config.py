@@ -75,16 +75,17 @@ class AlertsConfig(BaseModel):
     # now - allowed_lateness so that a quiet stream still resolves its alerts.
     idle_advance_s: float = Field(30.0, gt=0)
 
-    # Event time per input partition (a "lane": the label's source topic and partition). The
-    # clock is the minimum of the lanes' watermarks, so a partition worked behind the others
-    # is on time, not late. A lane that delivered nothing for `idle_partition_s` (wall clock)
-    # stops holding the clock back; one more than `max_partition_lag_s` of event time behind
-    # the fastest is not waited for (its records behind the clock are dropped as `capped`).
+    # Event time per lane: one input partition (the label's source) as seen through one labels
+    # partition. The clock is the minimum of the lanes' watermarks, so a partition worked behind
+    # the others is on time, not late. A lane that delivered nothing for `idle_partition_s`
+    # (wall clock) stops holding the clock back; one more than `max_partition_lag_s` of event
+    # time behind the fastest is not waited for (its records behind the clock are `capped`).
     idle_partition_s: float = Field(30.0, gt=0)
     max_partition_lag_s: float = Field(21600.0, gt=0)
-    # Bounded memory: lanes kept (least recently seen forgotten first), and per lane the
-    # ranges of source offsets seen, for dropping redelivered labels (oldest forgotten first).
-    max_partitions: int = Field(1024, ge=1)
+    # Bounded memory: lanes kept, and input partitions whose seen source offsets are kept for
+    # dropping redelivered labels (least recently seen forgotten first, each), and ranges of
+    # seen offsets per input partition (oldest forgotten first).
+    max_lanes: int = Field(1024, ge=1)
     dedup_ranges_per_partition: int = Field(64, ge=1)
 
     # An alert decided this long after its window closed (wall clock minus event time) is

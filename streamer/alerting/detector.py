@@ -67,9 +67,12 @@ def lane_of(rec: ParsedRecord, partition: int | None) -> tuple[Lane, int | None]
     """The record's lane and its source offset (for de-duplication), see ``clock``."""
     src = rec.source
     topic, part, offset = src.get("topic"), src.get("partition"), src.get("offset")
-    if isinstance(topic, str) and isinstance(part, int) and not isinstance(part, bool):
-        return (topic, part), offset if isinstance(offset, int) and not isinstance(offset, bool) else None
-    return ("", partition) if partition is not None else DEFAULT_LANE, None
+    labels_part = 0 if partition is None else partition
+    if isinstance(topic, str) and topic and isinstance(part, int) and not isinstance(part, bool):
+        return (labels_part, topic, part), offset if isinstance(offset, int) and not isinstance(
+            offset, bool
+        ) else None
+    return (labels_part, "", -1) if partition is not None else DEFAULT_LANE, None
 
 
 class SpikeDetector:
@@ -88,7 +91,7 @@ class SpikeDetector:
             round(config.allowed_lateness_s * 1000),
             idle_s=config.idle_partition_s,
             max_lag_ms=round(config.max_partition_lag_s * 1000),
-            max_lanes=config.max_partitions,
+            max_lanes=config.max_lanes,
             max_ranges=config.dedup_ranges_per_partition,
         )
         self.global_scope = ScopeState(*GLOBAL_SCOPE)
@@ -189,7 +192,7 @@ class SpikeDetector:
         return self._run_due()
 
     def expect_lanes(self, lanes: Iterable[Lane], now_s: float) -> None:
-        """Input partitions known to exist: the clock waits for each until it delivers or idles."""
+        """Lanes known to exist (input x labels partitions): the clock waits for each until it delivers or idles."""
         self.clock.expect(lanes, now_s)
 
     def tick(self, now_s: float) -> list[AlertEvent]:

@@ -247,7 +247,7 @@ class AlertEngine:
         return AlertEvent(**{**ev.__dict__, "state": "firing", "resolved_at_ms": None})
 
     def _sources_in_lanes(self) -> set[str]:
-        return {topic for topic, _ in self.detector.clock.lanes if topic}
+        return {topic for _, topic, _ in self.detector.clock.lanes if topic}
 
     async def _expect_sources(self, topics: set[str]) -> None:
         """Let the clock wait for every partition of input topics it has seen labels of."""
@@ -262,7 +262,9 @@ class AlertEngine:
             ) as exc:  # not on this cluster: lanes appear as they deliver
                 log.info("input topic partitions unknown to the alert engine", topic=topic, error=str(exc))
                 continue
-            self.detector.expect_lanes([(topic, tp.partition) for tp in tps], time.monotonic())
+            labels = self._topic_partitions[self.labels_topic]
+            lanes = [(lp, topic, tp.partition) for tp in tps for lp in labels]
+            self.detector.expect_lanes(lanes, time.monotonic())
 
     # -- live ----------------------------------------------------------------------
     async def _caught_up(self, tp: TopicPartition) -> bool:
@@ -372,7 +374,10 @@ class AlertEngine:
                 duplicate=dup,
                 last=st.last_late,
                 watermark_ms=self.detector.watermark_ms,
-                waiting_for=[f"{t}-{p}" for t, p in self.detector.clock.waiting_for()[:5]],
+                waiting_for=[
+                    f"{t}-{p} via {self.labels_topic}-{lp}"
+                    for lp, t, p in self.detector.clock.waiting_for()[:5]
+                ],
             )
         elif dup:
             log.info("redelivered labels dropped by the alert engine", duplicate=dup)

@@ -16,6 +16,7 @@ from streamer.alerting.detector import ScopeState, SpikeDetector
 from streamer.alerting.events import AlertEvent
 
 OUTCOMES = ("counted", "late", "capped", "duplicate", "invalid")
+FORGOTTEN = ("lanes", "sources", "offset_ranges")
 
 
 class AlertMetrics:
@@ -60,12 +61,13 @@ class AlertMetrics:
         )
         self.partitions = Gauge(
             "sentiwire_alert_partitions",
-            "Input partitions (event-time lanes) the alert engine's clock tracks",
+            "Event-time lanes (input partition x labels partition) the alert engine's clock tracks",
             registry=registry,
         )
         self.forgotten_total = Counter(
             "sentiwire_alert_forgotten_total",
-            "Bounded-memory tables that forgot an entry: a partition's clock, or a range of seen offsets",
+            "Bounded-memory entries the alert engine forgot: a lane's clock (lanes), an input partition's "
+            "seen offsets (sources), a range of seen offsets (offset_ranges)",
             ["table"],
             registry=registry,
         )
@@ -95,13 +97,13 @@ class AlertMetrics:
             self.spikes_total.labels(kind)
         for outcome in OUTCOMES:
             self.records_total.labels(outcome)
-        for table in ("partitions", "offset_ranges"):
+        for table in FORGOTTEN:
             self.forgotten_total.labels(table)
         for backfill in ("true", "false"):
             self.incidents_total.labels(backfill)
         self._exported: set[tuple[str, str]] = set()
         self._incidents: set[tuple[str, str]] = set()
-        self._seen = dict.fromkeys((*OUTCOMES, "evicted", "partitions", "offset_ranges"), 0)
+        self._seen = dict.fromkeys((*OUTCOMES, "evicted", *FORGOTTEN), 0)
 
     def observe_events(self, events: list[AlertEvent]) -> None:
         for ev in events:
@@ -144,8 +146,10 @@ class AlertMetrics:
             self._inc(self.records_total.labels(outcome), outcome, now)
         self._inc(self.evicted_total, "evicted", st.evicted)
         clock = detector.clock
-        self._inc(self.forgotten_total.labels("partitions"), "partitions", clock.forgotten_lanes)
-        self._inc(self.forgotten_total.labels("offset_ranges"), "offset_ranges", clock.forgotten_ranges)
+        for table, now in zip(
+            FORGOTTEN, (clock.forgotten_lanes, clock.forgotten_sources, clock.forgotten_ranges), strict=True
+        ):
+            self._inc(self.forgotten_total.labels(table), table, now)
         self.tracked_entities.set(len(detector.entity_scopes))
         self.partitions.set(len(clock.lanes))
         if now_ms is not None and clock.watermark_ms is not None:

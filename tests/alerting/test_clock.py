@@ -6,7 +6,7 @@ from streamer.alerting.clock import EventClock, OffsetRanges
 from streamer.alerting.merge import EventTimeMerge
 
 L = 60_000  # lateness, ms
-A, B, C = ("news", 0), ("news", 1), ("news", 2)
+A, B, C = (0, "news", 0), (1, "news", 1), (2, "news", 2)
 
 
 def test_a_lane_behind_the_others_is_on_time_and_holds_the_clock() -> None:
@@ -68,7 +68,10 @@ def test_redelivered_offsets_are_duplicates_with_bounded_ranges() -> None:
     for off in range(100):
         assert clock.admit(A, 1_000 + off, offset=off) == "ok"
     assert clock.admit(A, 1_050, offset=50) == "duplicate"
-    assert clock.lanes[A].offsets.ranges() == [(0, 100)]
+    assert clock.seen[("news", 0)].ranges() == [(0, 100)]
+    assert (
+        clock.admit((2, "news", 0), 1_051, offset=51) == "duplicate"
+    )  # same source via another labels partition
     r = OffsetRanges(3)
     for off in (10, 12, 14, 11, 13):  # out of order, merges into one range
         assert r.add(off)
@@ -83,12 +86,13 @@ def test_redelivered_offsets_are_duplicates_with_bounded_ranges() -> None:
 
 def test_lanes_are_bounded_least_recently_seen_first() -> None:
     clock = EventClock(L, max_lanes=2)
-    clock.admit(A, 0)
-    clock.admit(B, 0)
-    clock.admit(A, 1)
-    clock.admit(C, 1)  # B is the least recently seen
+    clock.admit(A, 0, offset=0)
+    clock.admit(B, 0, offset=0)
+    clock.admit(A, 1, offset=1)
+    clock.admit(C, 1, offset=0)  # B is the least recently seen
     assert set(clock.lanes) == {A, C}
-    assert clock.forgotten_lanes == 1
+    assert set(clock.seen) == {("news", 0), ("news", 2)}
+    assert clock.forgotten_lanes == clock.forgotten_sources == 1
 
 
 def test_clock_state_round_trips() -> None:

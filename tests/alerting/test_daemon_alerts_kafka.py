@@ -2,9 +2,8 @@
 engine) -> labels -> alert on the alerts topic, and a real Prometheus scraping the daemon
 reports NegativeSentimentSpike firing.
 
-The model is a tiny random network (seed 4 labels real tweets with both negative and neutral,
-unlike the session's ``tiny_bundle``). Its labels are not meaningful, so the test picks its
-inputs by what this model says: calm traffic from texts it labels non-negative (plus a few
+The model is ``spike_model`` (conftest): a tiny random network whose labels are not
+meaningful, so the test picks its inputs by what this model says: calm traffic from texts it labels non-negative (plus a few
 negatives), the burst about NOK from texts it labels negative. Daemon, model, broker and
 Prometheus are all real.
 """
@@ -12,7 +11,6 @@ Prometheus are all real.
 from __future__ import annotations
 
 import asyncio
-import csv
 import time
 import urllib.request
 import uuid
@@ -24,51 +22,16 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from sentiwire.procs import free_port, terminate
 from streamer.alerting.entities import EntityExtractor
+from tests.alerting.daemons import metric_samples
 from tests.alerting.test_engine_kafka import read_all, wait_for
 from tests.fixtures.prometheus import PrometheusServer
 from tests.streamer.helpers import DaemonProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "sentiwire.rules.yml"
-SEED = 4
-
-
-@pytest.fixture(scope="module")
-def spike_model(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
-) -> tuple[Path, list[str], list[str]]:
-    """(bundle, texts it labels negative, texts it labels otherwise), real tweets."""
-    from streamer.model.bundle import load_bundle
-    from streamer.model.classifier import Classifier
-    from training.testing import build_tiny_bundle
-
-    bundle = build_tiny_bundle(
-        tmp_path_factory.mktemp("spike-model") / "bundle", version="tiny-spike", seed=SEED
-    )
-    with (shared_data / "twitter-financial-news-sentiment" / "valid.csv").open(encoding="utf-8") as fh:
-        texts = [r["text"] for r in csv.DictReader(fh)][:1500]
-    preds = Classifier(load_bundle(bundle)).predict(texts)
-    neg = [t for t, p in zip(texts, preds, strict=True) if p["sentiment"].label == "negative"]
-    other = [t for t, p in zip(texts, preds, strict=True) if p["sentiment"].label != "negative"]
-    if len(neg) < 100 or len(other) < 200:
-        pytest.fail(
-            f"tiny model seed {SEED} no longer mixes labels ({len(neg)} negative, {len(other)} other)"
-        )
-    return bundle, neg, other
-
-
-def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
 
 
 async def send_live(bootstrap: str, topic: str, messages: list[tuple[float, dict[str, Any]]]) -> None:
