@@ -109,6 +109,7 @@ class Daemon:
             log.error("cannot start", error=str(exc))
             return exc.exit_code
         self.models = ModelHolder(clf, fp, self.metrics)
+        self.metrics.set_runtime(clf.runtime_name, clf.precision, clf.provider)
         b = clf.bundle
         log.info(
             "model loaded",
@@ -116,6 +117,8 @@ class Daemon:
             version=b.version,
             provider=clf.provider,
             variant=clf.variant,
+            runtime=clf.runtime_name,
+            precision=clf.precision,
             device=s.model.device,
             path=str(s.model.path),
         )

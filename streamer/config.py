@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streamer.alerting.config import AlertsConfig
-from streamer.enums import Delivery, Device, Variant
+from streamer.enums import Delivery, Device, Precision, Runtime, Variant
 from streamer.errors import UsageError
 
 ENV_PREFIX = "SENTIWIRE_"
@@ -93,7 +93,14 @@ class OutputConfig(_Section):
 
 class ModelConfig(_Section):
     path: Path = Path("models/current")
+    # variant picks the bundle graph (fp32 or int8); precision says how it runs: int8 is the
+    # int8 graph, fp32/bf16/fp16 the fp32 graph (bf16: OpenVINO, fp16: TensorRT). Either one
+    # alone sets the other; both given must agree (docs/performance.md "Runtimes").
     variant: Variant = Variant.FP32
+    precision: Precision = Precision.FP32
+    # auto: ONNX Runtime on an NVIDIA GPU, OpenVINO on an Intel CPU with AMX/AVX512-BF16
+    # (when installed), ONNX Runtime CPU elsewhere. A runtime named here and missing is an error.
+    runtime: Runtime = Runtime.AUTO
     device: Device = Device.CPU
     # Batches run concurrently by this many inference threads, each ONNX Runtime call with
     # intra_op_threads threads (0: the CPUs this process may use, divided among the workers).
@@ -110,6 +117,26 @@ class ModelConfig(_Section):
     # Bounded by entries and by an estimate of the bytes held; 0 entries turns it off.
     cache_entries: int = Field(default=10_000, ge=0)
     cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precision_follows_variant(cls, data: Any) -> Any:
+        """Fill precision from variant or variant from precision; refuse the two disagreeing."""
+        if not isinstance(data, dict):
+            return data
+        variant, precision = data.get("variant"), data.get("precision")
+        if variant is None and precision is None:
+            return data
+        if precision is None:
+            return {**data, "precision": variant}
+        if variant is None:
+            return {**data, "variant": "int8" if str(precision) == "int8" else "fp32"}
+        if (str(variant) == "int8") != (str(precision) == "int8"):
+            raise ValueError(
+                f"model.variant={variant} and model.precision={precision} disagree: precision int8 "
+                "serves the int8 graph, the other precisions the fp32 graph (set one of them)"
+            )
+        return data
 
 
 class BatchingConfig(_Section):

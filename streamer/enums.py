@@ -30,3 +30,20 @@ class Delivery(StrEnum):
 
     AT_LEAST_ONCE = "at_least_once"
     EXACTLY_ONCE = "exactly_once"
+
+
+class Runtime(StrEnum):
+    """Which inference engine runs the bundle's ONNX graph (``auto``: chosen per hardware)."""
+
+    AUTO = "auto"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+class Precision(StrEnum):
+    """The arithmetic inference runs in; int8 is the bundle's int8 graph, the rest its fp32 graph."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    INT8 = "int8"
+    FP16 = "fp16"

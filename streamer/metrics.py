@@ -94,6 +94,12 @@ class Metrics:
             ["name", "version", "provider", "variant"],
             registry=r,
         )
+        self.runtime_info = Gauge(
+            "sentiwire_model_runtime_info",
+            "The runtime serving the model and its precision (value 1)",
+            ["runtime", "precision", "provider"],
+            registry=r,
+        )
         self.model_reloads = Counter(
             "sentiwire_model_reloads", "Hot-reload attempts by result", ["result"], registry=r
         )
@@ -111,3 +117,8 @@ class Metrics:
     def set_model(self, name: str, version: str, provider: str, variant: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name=name, version=version, provider=provider, variant=variant).set(1)
+
+    def set_runtime(self, runtime: str, precision: str, provider: str) -> None:
+        """Set once at start: runtime and precision follow the config, not the bundle, so a reload keeps them."""
+        self.runtime_info.clear()
+        self.runtime_info.labels(runtime=runtime, precision=precision, provider=provider).set(1)

@@ -49,12 +49,16 @@ def threads_per_worker(workers: int) -> int:
 
 
 def load_classifier(cfg: ModelConfig) -> Classifier:
-    """Load + verify every file's sha256 + build the session + warm up. Blocking: run in a thread."""
+    """Load + verify every file's sha256 + build the runtime (with its agreement gate) + warm up.
+    Blocking: run in a thread."""
     bundle = load_bundle(cfg.path, verify=True)
     clf = Classifier(
         bundle,
         variant=cfg.variant,
+        precision=cfg.precision,
+        runtime=cfg.runtime,
         device=cfg.device,
+        workers=cfg.workers,
         intra_op_threads=cfg.intra_op_threads or threads_per_worker(cfg.workers),
         allow_spinning=cfg.allow_spinning,
         cache_entries=cfg.cache_entries,

@@ -1,8 +1,9 @@
-"""The inference runtime: one ONNX Runtime session over the bundle's graph.
+"""The inference runtimes over the bundle's graph: ONNX Runtime here, OpenVINO in
+openvino_runtime.py; :func:`build_runtime` makes the one :mod:`selection` chose.
 
 Providers are requested best first and never silently land on CPU when a GPU was asked
-for. Sessions are thread-safe for ``run``, so concurrent batches share one. Other runtimes
-(the speed work) implement the same two members: ``provider`` and ``run``.
+for. Sessions are thread-safe for ``run``, so concurrent batches share one. Every runtime
+implements the same two members: ``provider`` and ``run``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from streamer.enums import Device
+from streamer.enums import Device, Precision
+from streamer.enums import Runtime as RuntimeName
 from streamer.model.bundle import Bundle
 from streamer.model.errors import InferenceError
+from streamer.model.selection import Choice
 from streamer.model.tokenizer import Encoded
 
 _PROVIDERS: dict[Device, str] = {
@@ -66,7 +69,9 @@ class OrtRuntime:
         device: Device,
         intra_op_threads: int = 0,
         allow_spinning: bool = False,
+        precision: Precision = Precision.FP32,
     ) -> None:
+        """``precision`` fp16 is TensorRT's fp16 mode on the fp32 graph; fp32/int8 are the graph's own."""
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads > 0:
@@ -74,8 +79,13 @@ class OrtRuntime:
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         chain = provider_chain(device)
+        providers: list[Any] = list(chain)
+        if precision == Precision.FP16:
+            if chain[0] != "TensorrtExecutionProvider":
+                raise InferenceError("model.precision=fp16 needs TensorRT (model.device=tensorrt)")
+            providers[0] = ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
         try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=chain)
+            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types
             raise InferenceError(f"{model_path}: ONNX Runtime could not load the model: {exc}") from exc
         active = self.session.get_providers()
@@ -108,3 +118,36 @@ class OrtRuntime:
         """Logits per head, in the bundle's head order."""
         feeds: dict[str, Any] = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
         return [np.asarray(x) for x in self.session.run(self._output_names, feeds)]
+
+
+def build_runtime(
+    bundle: Bundle,
+    choice: Choice,
+    *,
+    workers: int = 1,
+    intra_op_threads: int = 0,
+    allow_spinning: bool = False,
+) -> Runtime:
+    """The runtime :func:`selection.choose` picked, over the bundle graph of its precision.
+
+    ``workers`` batches run at once: OpenVINO gets that many streams of ``intra_op_threads``.
+    """
+    path = bundle.onnx_path(choice.variant)
+    if choice.runtime == RuntimeName.OPENVINO:
+        from streamer.model.openvino_runtime import OpenVinoRuntime
+
+        return OpenVinoRuntime(
+            bundle,
+            path,
+            precision=choice.precision,
+            streams=workers,
+            threads=intra_op_threads * workers if intra_op_threads > 0 else 0,
+        )
+    return OrtRuntime(
+        bundle,
+        path,
+        device=choice.device,
+        intra_op_threads=intra_op_threads,
+        allow_spinning=allow_spinning,
+        precision=choice.precision,
+    )
