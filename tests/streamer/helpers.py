@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from streamer.app import Daemon
 from streamer.config import Settings, load_settings
 from streamer.kafka.admin import topic_partitions
+from streamer.kafka.reader import read_to_end
 from streamer.testing import write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,6 +142,21 @@ async def consume_all(
         return out
     finally:
         await consumer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, *, isolation_level: str = "read_uncommitted") -> list[Any]:
+    """Every record of the topic now: read to the end offsets seen at the start (never a timed wait),
+    so "the topic is empty" is a fact, not "nothing arrived within a second"."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation_level)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        await read_to_end(
+            consumer, await topic_partitions({"bootstrap_servers": bootstrap}, topic), out.append
+        )
+    finally:
+        await consumer.stop()
+    return out
 
 
 def covers(sent: Iterable[tuple[int, int]]) -> Callable[[list[Any]], bool]:

@@ -24,6 +24,7 @@ from tests.streamer.helpers import (
     consume_all,
     json_messages,
     produce,
+    read_topic,
     real_texts,
     running_daemon,
     settings_from,
@@ -308,7 +309,7 @@ async def test_model_failure_on_one_message_dead_letters_it(
         fail_all
     ):  # a broken model is not "bad messages": the daemon stops (exit 1) instead of dead-lettering all
         assert await asyncio.wait_for(task, timeout=60) == 1
-        assert not await consume_all(kafka_bootstrap, dlq, 1, timeout_s=1)
+        assert not await read_topic(kafka_bootstrap, dlq)
         return
     try:
         out = await consume_all(kafka_bootstrap, labels, 19, timeout_s=30)
