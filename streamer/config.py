@@ -139,6 +139,33 @@ class ModelConfig(_Section):
         return data
 
 
+class DriftConfig(_Section):
+    """The served stream against the bundle's reference profile (streamer/drift.py)."""
+
+    enabled: bool = True
+    # The sliding window: the last window_messages, and (window_s > 0) only those that young.
+    window_messages: int = Field(default=5_000, ge=10)
+    window_s: float = Field(default=0.0, ge=0, description="0: bounded by messages only")
+    min_messages: int = Field(default=500, ge=1, description="no verdict on a smaller window")
+    # ok -> drifting only when each of this many parts of the window breaches on its own, so
+    # a burst shorter than the window (negative news: the spike detector's job) is not drift.
+    segments: int = Field(default=4, ge=1, le=64)
+    js_threshold: float = Field(default=0.15, gt=0, le=1, description="label mix, Jensen-Shannon distance")
+    psi_threshold: float = Field(default=0.25, gt=0, description="confidence / entropy PSI")
+    rate_threshold: float = Field(
+        default=0.1, gt=0, le=1, description="truncation / unknown-token rate change"
+    )
+    resolve_ratio: float = Field(default=0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> DriftConfig:
+        if self.min_messages > self.window_messages:
+            raise ValueError(
+                f"min_messages ({self.min_messages}) must be <= window_messages ({self.window_messages})"
+            )
+        return self
+
+
 class BatchingConfig(_Section):
     max_batch_size: int = Field(default=32, gt=0)
     max_wait_ms: float = Field(default=10.0, ge=0)
@@ -193,6 +220,7 @@ class Settings(BaseSettings):
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    drift: DriftConfig = DriftConfig()
     alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")

@@ -10,10 +10,11 @@ sliding window (the last ``window_messages``, and/or ``window_s`` seconds) and c
 * confidence and entropy: PSI (population stability index) over the fixed bins;
 * truncation and unknown-token rates: absolute difference.
 
-Any statistic over its threshold is a breach. The state moves ok -> drifting only after a
-breach held for ``hold_messages`` more messages, and back only after every statistic stayed
-under ``resolve_ratio`` x its threshold as long: a burst of negative news moves the label mix
-of part of a window and is gone before it counts (the spike detector is for bursts).
+Any statistic over its threshold is a breach. The state moves ok -> drifting only when the
+whole window breaches and so does each of its ``segments`` parts on its own: a burst of
+negative news shorter than the window leaves a part clean and is not drift (the spike
+detector is for bursts). It moves back once the whole window is under ``resolve_ratio`` x
+every threshold.
 
 Everything here but :func:`unknown_token_id` is pure; counts live in plain lists so one
 message costs a few microseconds (``python -m bench.drift``).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -168,6 +169,21 @@ class Counts:
         self.unknown += sign * unknown
         self.tokens += sign * tokens
 
+    def take(self, other: Counts) -> None:
+        """Subtract every message of ``other`` (a segment leaving the window)."""
+        for name in self.heads:
+            for mine, theirs in (
+                (self.labels[name], other.labels[name]),
+                (self.confidence[name], other.confidence[name]),
+                (self.entropy[name], other.entropy[name]),
+            ):
+                for i, v in enumerate(theirs):
+                    mine[i] -= v
+        self.messages -= other.messages
+        self.truncated -= other.truncated
+        self.unknown -= other.unknown
+        self.tokens -= other.tokens
+
     def profile(self) -> Profile:
         n = max(self.messages, 1)
         return Profile(
@@ -266,67 +282,79 @@ def compare(ref: Profile, win: Profile, t: Thresholds) -> Statistics:
     )
 
 
-# ---------------------------------------------------------------- hysteresis
-
-
-@dataclass
-class Hysteresis:
-    """ok -> drifting after breaching for ``hold`` messages; back after clear for as long."""
-
-    hold: int
-    state: State = State.OK
-    _run: int = 0  # messages since the condition for the other state began
-
-    def update(self, breach: bool, clear: bool, messages: int) -> State:
-        toward = breach if self.state == State.OK else clear
-        self._run = self._run + messages if toward else 0
-        if toward and self._run >= self.hold:
-            self.state = State.DRIFTING if self.state == State.OK else State.OK
-            self._run = 0
-        return self.state
-
-
-# ---------------------------------------------------------------- the window
+# ---------------------------------------------------------------- the window and the state
 
 
 @dataclass(frozen=True)
 class Observation:
-    """One message as the window keeps it."""
+    """One message as the window counts it."""
 
     feats: tuple[int, ...]
     truncated: bool
-    unknown: int = 0  # unknown tokens (0 where the message was not sampled for it)
+    unknown: int = 0  # unknown tokens (0 where the message was not sampled for them)
     tokens: int = 0
 
 
 @dataclass
-class Window:
-    """The last ``max_messages`` observations, and only those newer than ``max_age_s`` (if > 0)."""
-
+class _Segment:
     counts: Counts
-    max_messages: int
-    max_age_s: float = 0.0
-    _items: deque[tuple[float, Observation]] = field(default_factory=deque)
+    started: float
+
+
+class Window:
+    """The last ``segments`` full segments plus the one filling, about ``max_messages`` in all.
+
+    A segment closes at ``max_messages / segments`` messages or (``max_age_s`` > 0) that share
+    of the age limit; only whole segments leave, so adding a message is a few list updates.
+    """
+
+    def __init__(
+        self, heads: Mapping[str, Sequence[str]], max_messages: int, max_age_s: float, segments: int
+    ):
+        self.heads = heads
+        self.segment_messages = max(1, -(-max_messages // segments))
+        self.segment_s = max_age_s / segments if max_age_s > 0 else 0.0
+        self.segments = segments
+        self.total = Counts(heads)
+        self.full: deque[_Segment] = deque()
+        self.filling: _Segment | None = None
 
     def add(self, obs: Observation, now: float) -> None:
-        self._items.append((now, obs))
-        self.counts.add(obs.feats, obs.truncated, obs.unknown, obs.tokens)
-        self.expire(now)
+        seg = self.filling
+        if seg is None or seg.counts.messages >= self.segment_messages:
+            self._close(now)
+            seg = self.filling = _Segment(Counts(self.heads), now)
+        seg.counts.add(obs.feats, obs.truncated, obs.unknown, obs.tokens)
+        self.total.add(obs.feats, obs.truncated, obs.unknown, obs.tokens)
 
     def expire(self, now: float) -> None:
-        items, counts = self._items, self.counts
-        while items and (
-            len(items) > self.max_messages or (self.max_age_s > 0 and items[0][0] < now - self.max_age_s)
-        ):
-            _, old = items.popleft()
-            counts.add(old.feats, old.truncated, old.unknown, old.tokens, sign=-1)
+        """Close the filling segment once it is too old; drop segments past the age limit."""
+        seg = self.filling
+        if seg is not None and self.segment_s > 0 and now - seg.started >= self.segment_s:
+            self._close(now)
+        if self.segment_s > 0:
+            limit = now - self.segment_s * (self.segments + 1)
+            while self.full and self.full[0].started < limit:
+                self.total.take(self.full.popleft().counts)
+
+    def _close(self, now: float) -> None:
+        if self.filling is not None and self.filling.counts.messages:
+            self.full.append(self.filling)
+        self.filling = None
+        while len(self.full) > self.segments:
+            self.total.take(self.full.popleft().counts)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self.total.messages
 
 
 class Monitor:
-    """A reference profile, the window and the state: :meth:`observe` after every batch."""
+    """A reference profile, the window and the state: :meth:`observe` after every batch.
+
+    ok -> drifting when the whole window breaches and so does each of its ``segments`` full
+    segments (a burst shorter than the window leaves one of them clean); drifting -> ok when
+    every statistic of the whole window is under ``resolve_ratio`` x its threshold.
+    """
 
     def __init__(
         self,
@@ -335,35 +363,38 @@ class Monitor:
         window_messages: int,
         window_s: float = 0.0,
         min_messages: int = 1,
-        hold_messages: int,
+        segments: int = 4,
         thresholds: Thresholds = Thresholds(),
     ) -> None:
         self.reference = reference
-        self.window = Window(
-            Counts({n: h.labels for n, h in reference.heads.items()}), window_messages, window_s
-        )
+        heads = {n: h.labels for n, h in reference.heads.items()}
+        self.window = Window(heads, window_messages, window_s, segments)
         self.min_messages = min_messages
         self.thresholds = thresholds
-        self.hysteresis = Hysteresis(hold_messages)
+        self.state = State.OK
         self.last: Statistics | None = None
 
-    @property
-    def state(self) -> State:
-        return self.hysteresis.state
-
     def features(self, pred: Mapping[str, _Scored]) -> tuple[int, ...]:
-        return self.window.counts.features(pred)
+        return self.window.total.features(pred)
 
     def observe(self, observations: Sequence[Observation], now: float) -> Statistics | None:
-        """Add one batch; the statistics once the window holds ``min_messages`` (else None)."""
+        """Add one batch; the window's statistics once it holds ``min_messages`` (else None)."""
+        win = self.window
         for obs in observations:
-            self.window.add(obs, now)
-        self.window.expire(now)
-        if len(self.window) < self.min_messages:
+            win.add(obs, now)
+        win.expire(now)
+        if len(win) < self.min_messages:
             self.last = None
             return None
-        stats = compare(self.reference, self.window.counts.profile(), self.thresholds)
-        self.hysteresis.update(bool(stats.breaches), stats.clear, len(observations))
+        ref, t = self.reference, self.thresholds
+        stats = compare(ref, win.total.profile(), t)
+        if self.state == State.OK:
+            if stats.breaches and len(win.full) >= win.segments:
+                parts = (compare(ref, seg.counts.profile(), t) for seg in win.full)
+                if all(part.breaches for part in parts):
+                    self.state = State.DRIFTING
+        elif stats.clear:
+            self.state = State.OK
         self.last = stats
         return stats
 

@@ -114,6 +114,50 @@ class Metrics:
             "sentiwire_rebalances", "Partitions revoked / assigned events", ["event"], registry=r
         )
 
+        # Drift of the served stream against the bundle's reference profile (streamer/drift.py).
+        self.drift_enabled = Gauge(
+            "sentiwire_drift_enabled", "1 while the served bundle has a reference profile", registry=r
+        )
+        self.drift_window = Gauge(
+            "sentiwire_drift_window_messages", "Messages in the drift window now", registry=r
+        )
+        self.drift_reference = Gauge(
+            "sentiwire_drift_reference_messages", "Dev texts the reference profile was built on", registry=r
+        )
+        self.drift_label_js = Gauge(
+            "sentiwire_drift_label_js",
+            "Label mix: Jensen-Shannon distance window vs reference",
+            ["head"],
+            registry=r,
+        )
+        self.drift_confidence_psi = Gauge(
+            "sentiwire_drift_confidence_psi",
+            "Top-class probability: PSI window vs reference",
+            ["head"],
+            registry=r,
+        )
+        self.drift_entropy_psi = Gauge(
+            "sentiwire_drift_entropy_psi", "Normalized entropy: PSI window vs reference", ["head"], registry=r
+        )
+        self.drift_truncation = Gauge(
+            "sentiwire_drift_truncation_rate", "Share of texts truncated", ["source"], registry=r
+        )
+        self.drift_unknown = Gauge(
+            "sentiwire_drift_unknown_token_share", "Share of unknown tokens", ["source"], registry=r
+        )
+        self.drift_breach = Gauge(
+            "sentiwire_drift_breach",
+            "1 while a statistic is over its threshold (before hysteresis)",
+            ["statistic", "head"],
+            registry=r,
+        )
+        self.drift_drifting = Gauge(
+            "sentiwire_drift_drifting", "1 while the state is drifting (after hysteresis)", registry=r
+        )
+        self.drift_transitions = Counter(
+            "sentiwire_drift_transitions", "Drift state changes, by the state entered", ["state"], registry=r
+        )
+
     def set_model(self, name: str, version: str, provider: str, variant: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name=name, version=version, provider=provider, variant=variant).set(1)

@@ -26,6 +26,7 @@ from aiokafka import TopicPartition
 
 from streamer.batching import BatchAccumulator
 from streamer.config import Settings
+from streamer.driftwatch import DriftWatch
 from streamer.flow import Flow, PipelineError
 from streamer.metrics import Metrics
 from streamer.model.classifier import BatchResult, Classifier
@@ -67,6 +68,7 @@ class Scheduler:
         self._workers = settings.model.workers
         self._running: deque[_Running] = deque()
         self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sentiwire-infer")
+        self.drift = DriftWatch(settings.drift, metrics)
 
     # ---------------------------------------------------------------- fed by the fetcher / rebalance
 
@@ -192,6 +194,8 @@ class Scheduler:
             model_version=clf.bundle.version,
         )
         await self.sink.publish(outs)
+        if result is not None:  # after the labels are handed on, so they never wait for it
+            self._observe_drift(clf, items, result)
 
     async def _infer(self, clf: Classifier, texts: list[str]) -> BatchResult:
         loop = asyncio.get_running_loop()
@@ -248,6 +252,13 @@ class Scheduler:
         for pred in result.predictions:
             for head, p in pred.items():
                 m.predictions.labels(head=head, label=p.label).inc()
+
+    def _observe_drift(self, clf: Classifier, items: list[Item], result: BatchResult) -> None:
+        texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
+        try:
+            self.drift.observe(clf, texts, result)
+        except Exception:  # monitoring must never stop the labels
+            log.exception("drift monitor failed on a batch")
 
 
 def _offset_ranges(items: list[Item]) -> dict[str, list[int]]:

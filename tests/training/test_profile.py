@@ -39,7 +39,8 @@ def test_profile_counts_truncation_and_unknown_tokens(tiny_bundle: Path) -> None
     assert prof.truncation_rate == pytest.approx(0.5)
     assert prof.unknown_share == 0.0
     odd = build_profile(clf, ["\u2603\u2603 \U0001f680 rally"])  # characters MiniLM's vocabulary lacks
-    assert odd.unknown_share is not None and odd.unknown_share > 0.0
+    assert odd.unknown_share is not None
+    assert odd.unknown_share > 0.0
 
 
 def test_store_profile_rewrites_a_verified_manifest(
