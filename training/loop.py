@@ -2,7 +2,10 @@
 evaluation, early stopping, and the best dev checkpoint restored at the end.
 
 Each example carries a label for its own head only; the other heads' targets are masked
-(-100), so one batch mixes sources of different heads.
+(-100), so one batch mixes sources of different heads. Within a head the loss covers the
+labels the example's source has, mixed with the teacher's logits when distilling
+(:mod:`training.losses`). With a :class:`~training.checkpoint.Checkpointer` the loop saves its
+state every N steps and resumes from it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import numpy as np
 
 from streamer.model.bundle import HeadSpec
 from training import dataset
+from training.batches import label_masks, teacher_targets
 from training.budget import Schedule, TimeBudget
+from training.checkpoint import Checkpointer
 from training.config import TrainConfig
 from training.dataset import Example, Prepared, SourceSampler
 from training.devset import dev_metrics, monitor_value, predict_dev
+from training.losses import head_loss
 from training.reports import log, summary_line
 
 
@@ -54,11 +60,13 @@ def make_optimizer(model: Any, config: TrainConfig) -> Any:
     return torch.optim.AdamW(groups)
 
 
-def make_losses(heads: Sequence[HeadSpec], train: dict[str, list[Example]], config: TrainConfig) -> list[Any]:
-    """One cross-entropy per head, with balanced class weights when asked."""
+def class_weights(
+    heads: Sequence[HeadSpec], train: dict[str, list[Example]], config: TrainConfig
+) -> list[Any]:
+    """Per head: balanced class weights when asked, else None."""
     import torch
 
-    losses = []
+    weights: list[Any] = []
     for h, spec in enumerate(heads):
         weight = None
         if config.class_weights:
@@ -67,16 +75,53 @@ def make_losses(heads: Sequence[HeadSpec], train: dict[str, list[Example]], conf
             ).astype(float)
             w = counts.sum() / (len(counts) * np.maximum(counts, 1.0))
             weight = torch.tensor(w / w.mean(), dtype=torch.float32)
-        losses.append(torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing))
-    return losses
+        weights.append(weight)
+    return weights
+
+
+def batch_loss(
+    model: Any, batch: Sequence[Example], heads: Sequence[HeadSpec], config: TrainConfig, weights: list[Any], *,
+    pad_id: int, distill: bool, ema: dict[str, float],
+) -> Any:  # fmt: skip
+    """The summed per-head losses of one batch; updates the per-head loss averages in ``ema``."""
+    import torch
+
+    sizes = [len(h.labels) for h in heads]
+    ids, mask, labels = dataset.collate(batch, pad_id, len(heads))  # looked up per call: tests patch it
+    masks = label_masks(batch, sizes)
+    teach = teacher_targets(batch, sizes) if distill else None
+    logits = model(ids, mask)
+    total = torch.zeros(())
+    for h, spec in enumerate(heads):
+        sel = labels[h] >= 0
+        if bool(sel.any()):
+            t, has = teach[h] if teach is not None else (None, None)
+            loss_h = head_loss(
+                logits[spec.name][sel], labels[h][sel], masks[h][sel],
+                weight=weights[h], label_smoothing=config.label_smoothing,
+                teacher=None if t is None else t[sel], has_teacher=None if has is None else has[sel],
+                alpha=config.kd_alpha if distill else 0.0, temperature=config.kd_temperature,
+            )  # fmt: skip
+            total = total + loss_h
+            lv = float(loss_h.detach())
+            ema[spec.name] = 0.98 * ema.get(spec.name, lv) + 0.02 * lv
+    return total
 
 
 def run_loop(
-    model: Any, heads: Sequence[HeadSpec], prep: Prepared, config: TrainConfig, *, pad_id: int, started: float
+    model: Any,
+    heads: Sequence[HeadSpec],
+    prep: Prepared,
+    config: TrainConfig,
+    *,
+    pad_id: int,
+    started: float,
+    checkpointer: Checkpointer | None = None,
 ) -> LoopResult:
     """Train ``model`` in place; on return it holds the best dev checkpoint, in eval mode.
 
-    Ctrl-C (or SIGTERM, see ``training.trainer.train``) closes the progress bar and re-raises.
+    Ctrl-C (or SIGTERM, see ``training.trainer.train``) closes the progress bar and re-raises;
+    with a checkpointer, its last checkpoint stays for ``--resume``.
     """
     import torch
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
@@ -93,19 +138,40 @@ def run_loop(
         eval_every=config.eval_every or steps_per_epoch,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.factor)
-    losses = make_losses(heads, prep.train, config)
+    weights = class_weights(heads, prep.train, config)
+    distill = any(e.soft is not None for ex in prep.train.values() for e in ex)
 
     sampler = SourceSampler(prep.train, config.sampling_temperature, config.source_weights, config.seed)
-    curves: dict[str, Any] = {"loss_steps": [], "head_loss": defaultdict(list), "evals": []}
+    shares = sampler.shares()
+    log("sampling shares: " + ", ".join(f"{n} {v:.1%}" for n, v in shares.items()))
+    curves: dict[str, Any] = {"loss_steps": [], "head_loss": defaultdict(list), "evals": [], "shares": shares}
     ema: dict[str, float] = {}
     best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
     bad_evals = 0
     step = 0
+    saved = checkpointer.load() if checkpointer is not None and config.resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        plan.total, plan.warmup, plan.eval_every = saved["plan"]
+        scheduler.load_state_dict(saved["scheduler"])
+        sampler.restore(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, bad_evals, ema, best = saved["step"], saved["bad_evals"], saved["ema"], saved["best"]
+        curves = {**saved["curves"], "head_loss": defaultdict(list, saved["curves"]["head_loss"])}
+        log(f"resumed from {checkpointer.path if checkpointer else ''} at step {step}")
     log(
         f"training {total_steps} steps ({config.epochs} epochs x {steps_per_epoch}), batch {config.batch_size}, "
         f"eval every {plan.eval_every} steps, {torch.get_num_threads()} threads"
     )
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not config.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=plan.total,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
     queue: list[list[Example]] = []
     budget = TimeBudget(
         config.max_train_minutes,
@@ -119,20 +185,23 @@ def run_loop(
         while step < plan.total:
             model.train()
             if not queue:
+                if checkpointer is not None and checkpointer.due(step, between_pools=True):
+                    checkpointer.save(
+                        {
+                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "plan": (plan.total, plan.warmup, plan.eval_every),
+                            "sampler": sampler.state(), "torch_rng": torch.get_rng_state(), "step": step,
+                            "bad_evals": bad_evals, "ema": ema, "best": best,
+                            "curves": {**curves, "head_loss": dict(curves["head_loss"])},
+                        },
+                        step,
+                    )  # fmt: skip
+                    bar.write(f"checkpoint at step {step}: {checkpointer.path}")
                 queue = sampler.batches(config.batch_size, max(1, config.length_buckets))
             batch = queue.pop()
-            ids, mask, labels = dataset.collate(batch, pad_id, n_heads)  # looked up per call: tests patch it
-            logits = model(ids, mask)
-            total = torch.zeros(())
-            for h, spec in enumerate(heads):
-                sel = labels[h] >= 0
-                if bool(sel.any()):
-                    loss_h = losses[h](logits[spec.name][sel], labels[h][sel])
-                    total = total + loss_h
-                    lv = float(loss_h.detach())
-                    ema[spec.name] = 0.98 * ema.get(spec.name, lv) + 0.02 * lv
+            total = batch_loss(model, batch, heads, config, weights, pad_id=pad_id, distill=distill, ema=ema)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()  # type: ignore[no-untyped-call]
+            total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
@@ -154,7 +223,7 @@ def run_loop(
             if step % plan.eval_every == 0 or step == plan.total or out_of_time:
                 preds = predict_dev(model, prep.dev, pad_id, n_heads, config.eval_batch_size)
                 metrics = dev_metrics(prep.heads, prep.dev, preds)
-                value = monitor_value(metrics, config.monitor)
+                value = monitor_value(_monitored(metrics, prep, preds), config.monitor)
                 curves["evals"].append({"step": step, "metrics": metrics, "monitor": value})
                 improved = best is None or value > best[0] + 1e-6
                 bar.write(
@@ -182,3 +251,11 @@ def run_loop(
     model.load_state_dict(best_state)
     model.eval()
     return LoopResult(best_value, best_step, best_metrics, step, curves)
+
+
+def _monitored(metrics: dict[str, Any], prep: Prepared, preds: Sequence[int]) -> dict[str, Any]:
+    """The metrics early stopping sees: without left-out sources, whose rows must not pick the model."""
+    if not prep.left_out:
+        return metrics
+    keep = [(e, p) for e, p in zip(prep.dev, preds, strict=True) if e.source not in prep.left_out]
+    return dev_metrics(prep.heads, [e for e, _ in keep], [p for _, p in keep])

@@ -120,8 +120,12 @@ def _train(config: TrainConfig) -> Path:
     def tokenize(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in tokenizer.encode_batch(texts)] if texts else []
 
+    from training.checkpoint import Checkpointer, checkpoint_path, identity
+    from training.distill import attach
+
     try:
         prep = prepare(config, tokenize)
+        distillation = attach(config, prep)
     except DataError as exc:
         raise TrainError(str(exc)) from exc
     heads = [HeadSpec(h, labs) for h, labs in prep.heads]
@@ -134,7 +138,10 @@ def _train(config: TrainConfig) -> Path:
     )
 
     model = _build_model(config, model_dir, heads)
-    result = run_loop(model, heads, prep, config, pad_id=pad_id, started=started)
+    checkpointer = None
+    if config.checkpoint_every or config.resume:
+        checkpointer = Checkpointer(checkpoint_path(config), config.checkpoint_every, identity(config, prep))
+    result = run_loop(model, heads, prep, config, pad_id=pad_id, started=started, checkpointer=checkpointer)
     train_seconds = time.monotonic() - started
     log(
         f"best dev at step {result.best_step}: {summary_line(result.best_metrics)} ({train_seconds / 60:.1f} min)"
@@ -142,7 +149,9 @@ def _train(config: TrainConfig) -> Path:
     from training.export import new_version
 
     version = config.version or new_version()
-    path = _export(model, config, version, prep, result, tok_file, base_info, train_seconds)
+    path = _export(model, config, version, prep, result, tok_file, base_info, train_seconds, distillation)
+    if checkpointer is not None:
+        checkpointer.remove()
     log(f"bundle written: {path} (version {version}, {(time.monotonic() - started) / 60:.1f} min total)")
     return path
 
@@ -156,6 +165,7 @@ def _export(
     tok_file: Path,
     base_info: dict[str, Any],
     train_seconds: float,
+    distillation: dict[str, Any],
 ) -> Path:
     """Reports, then the verified bundle; a failed export keeps the trained weights beside it."""
     import torch
@@ -201,10 +211,14 @@ def _export(
                         "evals": [
                             {"step": e["step"], "monitor": e["monitor"]} for e in result.curves["evals"]
                         ],
+                        "source_shares": result.curves.get("shares", {}),
+                        "distillation": distillation,
                     }
                 ],
                 report_dir=report_dir,
                 holdout=prep.holdout(),
+                holdout_scored=prep.holdout_scored(),
+                holdout_slices=prep.holdout_slices(),
                 force=config.force,
                 overwrite=config.overwrite,
             )
