@@ -51,7 +51,7 @@ FAST = {
 def fast_config(**extra: Any) -> AlertsConfig:
     suffix = uuid.uuid4().hex[:8]
     return AlertsConfig(
-        **FAST, alerts_topic=f"alerts-{suffix}", state_topic=f"alerts-state-{suffix}", **extra
+        **{**FAST, **extra}, alerts_topic=f"alerts-{suffix}", state_topic=f"alerts-state-{suffix}"
     )
 
 
