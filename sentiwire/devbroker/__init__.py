@@ -8,9 +8,11 @@ and ``make kafka`` run one in the foreground.
 
 ``jars`` fetches and caches the jars, ``jvm`` builds the JVM command, config and storage,
 ``broker`` starts, waits for and stops a broker, ``admin`` creates topics on it by bootstrap
-string.
+string. ``security`` adds a SASL_SSL listener (SCRAM-SHA-512 over TLS, ACLs enforced) with
+certificates from ``tls`` and ACLs made by ``acls``.
 """
 
+from sentiwire.devbroker.acls import Acl, create_acls, create_acls_sync, delete_acls, describe_acl
 from sentiwire.devbroker.admin import cluster_metadata, create_topics, create_topics_sync
 from sentiwire.devbroker.broker import (
     DEFAULT_HEAP,
@@ -22,18 +24,29 @@ from sentiwire.devbroker.broker import (
 )
 from sentiwire.devbroker.errors import BrokerError
 from sentiwire.devbroker.jars import ensure_jars, kafka_version, libs_dir
+from sentiwire.devbroker.security import SaslSsl
+from sentiwire.devbroker.tls import TlsFiles, make_broker_tls, make_ca
 
 __all__ = [
     "DEFAULT_HEAP",
+    "Acl",
     "BrokerError",
     "BrokerHandle",
+    "SaslSsl",
+    "TlsFiles",
     "cluster_metadata",
+    "create_acls",
+    "create_acls_sync",
     "create_topics",
     "create_topics_sync",
+    "delete_acls",
+    "describe_acl",
     "ensure_jars",
     "kafka_version",
     "libs_dir",
     "main_foreground",
+    "make_broker_tls",
+    "make_ca",
     "running_broker",
     "start_broker",
     "wait_ready",

@@ -22,6 +22,7 @@ from sentiwire.devbroker.errors import BrokerError
 from sentiwire.devbroker.jars import ensure_jars, kafka_version
 from sentiwire.devbroker.jvm import die_with_parent as _die_with_parent
 from sentiwire.devbroker.jvm import format_storage, jvm_cmd, random_cluster_id, render_server_properties
+from sentiwire.devbroker.security import SaslSsl
 from sentiwire.procs import free_port, terminate
 from streamer.errors import ExitCode
 
@@ -35,7 +36,10 @@ def _port_in_use(port: int) -> bool:
 
 @dataclass
 class BrokerHandle:
-    """A running broker. ``bootstrap`` is what clients connect to; ``stop()`` ends it."""
+    """A running broker. ``bootstrap`` is what clients connect to (PLAINTEXT); ``stop()`` ends it.
+
+    ``sasl_ssl_bootstrap`` is the SASL_SSL listener's, when the broker was started with one.
+    """
 
     bootstrap: str
     port: int
@@ -45,6 +49,7 @@ class BrokerHandle:
     version: str
     started_in_s: float
     _owns_workdir: bool = field(default=False, repr=False)
+    sasl_ssl_bootstrap: str | None = None
 
     @property
     def log_path(self) -> Path:
@@ -120,6 +125,7 @@ def start_broker(
     libs: Path | None = None,
     ready_timeout_s: float = 120.0,
     die_with_parent: bool = True,
+    sasl_ssl: SaslSsl | None = None,
 ) -> BrokerHandle:
     """Start a single-node KRaft broker and return once clients can use it.
 
@@ -128,6 +134,7 @@ def start_broker(
     so ``sentiwire dev broker --data-dir`` keeps topics across restarts. Without ``workdir``
     a temporary one is made and removed by ``stop()``. With ``die_with_parent`` the JVM gets
     SIGTERM when the process that started it dies (Linux), so killed test runs leave no broker.
+    ``sasl_ssl`` adds a SCRAM-SHA-512-over-TLS listener with ACLs enforced (``security.py``).
     """
     t0 = time.monotonic()
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -141,13 +148,27 @@ def start_broker(
     controller_port = controller_port or free_port()
     while controller_port == port:
         controller_port = free_port()
+    sasl_ssl_port = None
+    if sasl_ssl is not None:
+        sasl_ssl_port = sasl_ssl.port or free_port()
+        while sasl_ssl_port in (port, controller_port):
+            sasl_ssl_port = free_port()
     data = wd / "data"
     logs = wd / "logs"
     logs.mkdir(exist_ok=True)
     config = wd / "server.properties"
-    config.write_text(render_server_properties(port=port, controller_port=controller_port, log_dirs=data))
+    config.write_text(
+        render_server_properties(
+            port=port,
+            controller_port=controller_port,
+            log_dirs=data,
+            sasl_ssl=sasl_ssl,
+            sasl_ssl_port=sasl_ssl_port,
+        )
+    )
+    config.chmod(0o600)  # it holds the keystore password
     if not (data / "meta.properties").exists():
-        format_storage(libs, config, cluster_id=random_cluster_id(), logs_dir=logs)
+        format_storage(libs, config, cluster_id=random_cluster_id(), logs_dir=logs, sasl_ssl=sasl_ssl)
     out = open(logs / "stdout.log", "ab")  # noqa: SIM115 - the child writes to it after we return
     try:
         proc = subprocess.Popen(
@@ -172,9 +193,14 @@ def start_broker(
         version=kafka_version(libs),
         started_in_s=0.0,
         _owns_workdir=owns,
+        sasl_ssl_bootstrap=f"127.0.0.1:{sasl_ssl_port}" if sasl_ssl_port is not None else None,
     )
     try:
         wait_ready(bootstrap, timeout_s=ready_timeout_s, process=proc, log_path=handle.log_path)
+        if sasl_ssl_port is not None and not _port_in_use(sasl_ssl_port):
+            raise BrokerError(
+                f"broker at {bootstrap} is ready but its SASL_SSL port {sasl_ssl_port} is closed"
+            )
     except BaseException:
         handle.stop()
         raise

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sentiwire.devbroker.errors import BrokerError
 from sentiwire.devbroker.jars import KAFKA_DIR
+from sentiwire.devbroker.security import SaslSsl, scram_args, security_properties
 
 SERVER_TEMPLATE = KAFKA_DIR / "server.properties"
 LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
@@ -36,10 +37,27 @@ def random_cluster_id() -> str:
             return cluster_id
 
 
-def render_server_properties(*, port: int, controller_port: int, log_dirs: Path) -> str:
-    """The broker config: the template in ``deploy/kafka/server.properties`` with ports and dirs."""
+def render_server_properties(
+    *,
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    sasl_ssl: SaslSsl | None = None,
+    sasl_ssl_port: int | None = None,
+) -> str:
+    """The broker config: the template in ``deploy/kafka/server.properties`` with ports and dirs,
+    plus the SASL_SSL listener on ``sasl_ssl_port`` when ``sasl_ssl`` is given."""
     template = string.Template(SERVER_TEMPLATE.read_text())
-    return template.substitute(port=port, controller_port=controller_port, log_dirs=str(log_dirs))
+    extra = {"extra_listeners": "", "extra_protocol_map": ""}
+    if sasl_ssl is not None:
+        if sasl_ssl_port is None:
+            raise BrokerError("a SASL_SSL listener needs its port")
+        extra = {
+            "extra_listeners": f",SASL_SSL://127.0.0.1:{sasl_ssl_port}",
+            "extra_protocol_map": ",SASL_SSL:SASL_SSL",
+        }
+    text = template.substitute(port=port, controller_port=controller_port, log_dirs=str(log_dirs), **extra)
+    return text + (security_properties(sasl_ssl) if sasl_ssl is not None else "")
 
 
 def _java() -> str:
@@ -78,8 +96,17 @@ def die_with_parent() -> None:
     os.setsid()
 
 
-def format_storage(libs: Path, config: Path, *, cluster_id: str, logs_dir: Path, heap: str = "256m") -> None:
-    """Format the KRaft log dir (``kafka-storage format``), once per data dir."""
+def format_storage(
+    libs: Path,
+    config: Path,
+    *,
+    cluster_id: str,
+    logs_dir: Path,
+    heap: str = "256m",
+    sasl_ssl: SaslSsl | None = None,
+) -> None:
+    """Format the KRaft log dir (``kafka-storage format``), once per data dir; with ``sasl_ssl``
+    its SCRAM users are created in the same step (KRaft keeps them in the metadata log)."""
     cmd = [
         *jvm_cmd(libs, "kafka.tools.StorageTool", heap=heap, logs_dir=logs_dir),
         "format",
@@ -88,9 +115,11 @@ def format_storage(libs: Path, config: Path, *, cluster_id: str, logs_dir: Path,
         cluster_id,
         "-c",
         str(config),
+        *(scram_args(sasl_ssl) if sasl_ssl is not None else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
+        # The command line holds the SCRAM passwords: name the config, not the command.
         raise BrokerError(
             f"formatting KRaft storage failed ({config}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         )
