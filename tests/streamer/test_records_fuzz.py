@@ -132,7 +132,14 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(base)
 
 
-values = st.none() | st.binary(max_size=300) | json_with_text() | escaped_json() | mutated()
+values = (
+    st.none()
+    | st.binary(max_size=300)
+    | json_values.map(orjson.dumps)  # any JSON, objects or not
+    | json_with_text()
+    | escaped_json()
+    | mutated()
+)
 keys = st.none() | st.binary(max_size=40)
 headers = st.lists(st.tuples(st.text(max_size=12), st.binary(max_size=40)), max_size=4).map(tuple)
 formats: st.SearchStrategy[Literal["json", "text"]] = st.sampled_from(["json", "text"])
@@ -354,6 +361,8 @@ HOSTILE: dict[str, tuple[bytes | None, Literal["json", "text"], int]] = {
     "max_u64_id": (b'{"text": "a", "id": 18446744073709551615}', "json", MB),
     "float_overflow": (b'{"text": "a", "x": 1e400}', "json", MB),
     "bom": (b'\xef\xbb\xbf{"text": "a"}', "json", MB),
+    "json_array": (b'[{"text": "a"}]', "json", MB),
+    "json_string": (b'"text"', "json", MB),
     "duplicate_text_keys": (b'{"text": "a", "text": 5}', "json", MB),
 }
 
