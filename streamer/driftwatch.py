@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 
 import structlog
+from tokenizers import Tokenizer
 
 from streamer.config import DriftConfig
 from streamer.drift import Monitor, Observation, ProfileError, State, Statistics, Thresholds, profile_of
 from streamer.drift import unknown_token_id as find_unknown_id
 from streamer.metrics import Metrics
 from streamer.model.classifier import BatchResult, Classifier
+from streamer.model.tokenizer import load_tokenizer
 
 log = structlog.get_logger("sentiwire.drift")
 
@@ -37,6 +39,7 @@ class DriftWatch:
         self.monitor: Monitor | None = None
         self._clf: Classifier | None = None
         self._unknown_id: int | None = None
+        self._tokenizer: Tokenizer | None = None
         self._seen = 0
 
     @property
@@ -45,7 +48,7 @@ class DriftWatch:
 
     def reset(self, clf: Classifier) -> None:
         """A fresh window against ``clf``'s reference profile (or drift off if it has none)."""
-        self._clf, self.monitor, self._unknown_id = clf, None, None
+        self._clf, self.monitor, self._unknown_id, self._tokenizer = clf, None, None, None
         b, m, cfg = clf.bundle, self.metrics, self.cfg
         for gauge in (m.drift_label_js, m.drift_confidence_psi, m.drift_entropy_psi, m.drift_breach):
             gauge.clear()
@@ -79,6 +82,7 @@ class DriftWatch:
         )
         if ref.unknown_share is not None:
             self._unknown_id = find_unknown_id(b.tokenizer_path)
+            self._tokenizer = load_tokenizer(b)
         m.drift_enabled.set(1)
         m.drift_reference.set(ref.messages)
         m.drift_truncation.labels(source="reference").set(ref.truncation_rate)
@@ -93,7 +97,7 @@ class DriftWatch:
         mon = self.monitor
         if mon is None or not result.predictions:
             return
-        unknown = self._count_unknown(clf, texts)
+        unknown = self._count_unknown(texts)
         obs = [
             Observation(mon.features(pred), trunc, *unknown.get(i, (0, 0)))
             for i, (pred, trunc) in enumerate(zip(result.predictions, result.truncated, strict=True))
@@ -113,18 +117,18 @@ class DriftWatch:
                 version=clf.bundle.version,
             )
 
-    def _count_unknown(self, clf: Classifier, texts: Sequence[str]) -> dict[int, tuple[int, int]]:
+    def _count_unknown(self, texts: Sequence[str]) -> dict[int, tuple[int, int]]:
         """(unknown tokens, tokens) of the sampled texts, by index in ``texts``."""
-        if self._unknown_id is None:
+        tok, unk = self._tokenizer, self._unknown_id
+        if tok is None or unk is None:
             return {}
         start = (-self._seen) % UNKNOWN_SAMPLE_EVERY
         self._seen += len(texts)
-        picked = list(range(start, len(texts), UNKNOWN_SAMPLE_EVERY))
-        if not picked:
-            return {}
-        enc = clf.encode([texts[i] for i in picked])
-        unk = ((enc.input_ids == self._unknown_id) & (enc.attention_mask > 0)).sum(axis=1)
-        return {i: (int(u), int(n)) for i, u, n in zip(picked, unk, enc.lengths, strict=True)}
+        out: dict[int, tuple[int, int]] = {}
+        for i in range(start, len(texts), UNKNOWN_SAMPLE_EVERY):
+            ids = tok.encode(texts[i]).ids  # one at a time: no thread pool to wake for a few texts
+            out[i] = (ids.count(unk), len(ids))
+        return out
 
     def _export(self, s: Statistics, state: State) -> None:
         m = self.metrics
