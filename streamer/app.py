@@ -222,10 +222,33 @@ class Daemon:
         existing = await consumer.topics()
         wanted = [*s.input.topics, s.output.labels_topic, s.output.dead_letter_topic]
         missing = [t for t in wanted if t not in existing]
+        hidden = await self._unauthorized(missing)
+        if hidden:
+            raise StartupError(
+                f"not authorized for topics {hidden} as {s.kafka.sasl_username or 'this client'} on "
+                f"{s.kafka.bootstrap_servers}: grant READ on the input topics and the group, WRITE on "
+                "the labels and dead-letter topics (Kafka ACLs)"
+            )
         if missing:
             raise StartupError(
                 f"topics missing on {s.kafka.bootstrap_servers}: {missing} (create them; the daemon never does)"
             )
+
+    async def _unauthorized(self, topics: list[str]) -> list[str]:
+        """Of topics the metadata did not list, those that exist but this principal may not see."""
+        if not topics:
+            return []
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from streamer.kafka.clients import client_kwargs
+
+        admin = AIOKafkaAdminClient(**client_kwargs(self.settings.kafka))
+        await admin.start()
+        try:
+            described = await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+        return [d["topic"] for d in described if d.get("error_code") == 29]  # TOPIC_AUTHORIZATION_FAILED
 
     async def _start_alerts(self) -> AlertEngine | None:
         s = self.settings

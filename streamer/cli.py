@@ -1,4 +1,4 @@
-"""Serving sub-commands of ``sentiwire`` (owner: streamer).
+"""Serving sub-commands of ``sentiwire``: ``serve`` and (registered from alerting) ``alert``.
 
 Imports here stay light: the daemon modules are imported inside the command so that
 ``sentiwire --help`` and the training commands do not load onnxruntime or aiokafka.

@@ -6,7 +6,8 @@ partition is paused (so aiokafka stops prefetching too) until at most half of th
 memory stays flat under any backlog. The loop keeps polling while paused, so a model slower
 than ``max_poll_interval_ms`` never costs the group membership.
 
-A record batch the client cannot decode (unknown codec, corrupt batch) stops the daemon with
+A record batch the client cannot decode (unknown codec, corrupt batch, a header key that is
+not UTF-8) stops the daemon with
 a message naming the error, counted in ``sentiwire_fetch_errors_total{error}``: skipping it
 would drop records silently, and the position does not move past it.
 """
@@ -79,7 +80,8 @@ class Fetcher:
                 batch = await self.consumer.getmany(
                     timeout_ms=POLL_TIMEOUT_MS, max_records=min(self._fetch_max, room)
                 )
-            except (UnsupportedCodecError, CorruptRecordException) as exc:
+            except (UnsupportedCodecError, CorruptRecordException, UnicodeDecodeError) as exc:
+                # UnicodeDecodeError: aiokafka decodes header keys as UTF-8 while it parses the batch
                 self.metrics.fetch_errors.labels(error=type(exc).__name__).inc()
                 raise PipelineError(
                     f"a fetched record batch cannot be decoded ({type(exc).__name__}: {exc}); policy: "

@@ -9,6 +9,7 @@ import sys
 from typing import Literal
 
 import structlog
+import structlog.tracebacks
 
 
 def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto") -> None:
@@ -19,8 +20,15 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks without local variables: a frame inside a client's connection code holds the
+    # password it was given, and secrets never reach a log line.
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    tracebacks = structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -32,7 +40,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *([] if console else [structlog.processors.dict_tracebacks]),
+            *([] if console else [tracebacks]),
             renderer,
         ],
     )

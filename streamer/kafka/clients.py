@@ -7,17 +7,19 @@ alert engine uses :func:`client_kwargs` too so one ``kafka`` section configures 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
 from streamer.config import KafkaConfig, Settings
 from streamer.enums import Delivery
-from streamer.errors import UnavailableError
+from streamer.errors import UnavailableError, UsageError
 
 log = structlog.get_logger("sentiwire.kafka")
 
@@ -28,6 +30,10 @@ BACKOFF_MAX_S = 10.0
 
 class KafkaUnavailable(UnavailableError):
     """The brokers did not answer within ``kafka.startup_wait_s``."""
+
+
+class KafkaRefused(UsageError):
+    """The brokers answered and refused us (TLS trust, SASL login): a configuration error."""
 
 
 class _Startable(Protocol):
@@ -47,12 +53,18 @@ def client_kwargs(kafka: KafkaConfig) -> dict[str, Any]:
         "request_timeout_ms": kafka.request_timeout_ms,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        kw["ssl_context"] = create_ssl_context(
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
-            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
-            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
-            password=kafka.ssl_password.get_secret_value() if kafka.ssl_password else None,
-        )
+        try:
+            kw["ssl_context"] = create_ssl_context(
+                cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+                certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+                keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+                password=kafka.ssl_password.get_secret_value() if kafka.ssl_password else None,
+            )
+        except ssl.SSLError as exc:  # e.g. ssl_password does not open ssl_keyfile
+            raise KafkaRefused(
+                f"kafka.ssl_cafile / ssl_certfile / ssl_keyfile / ssl_password: cannot build the TLS context: "
+                f"{exc.reason or exc}"
+            ) from None
         if not kafka.ssl_check_hostname:
             kw["ssl_context"].check_hostname = False
     if kafka.security_protocol.startswith("SASL_"):
@@ -117,8 +129,10 @@ def make_reader(
 async def start_with_backoff(client: _Startable, kafka: KafkaConfig, what: str) -> None:
     """``client.start()``, retried with doubling back-off while the brokers cannot be reached.
 
-    Only connection failures are retried (a rolling restart, a broker not up yet); refused
-    credentials or ACLs fail at once. Gives up with :class:`KafkaUnavailable` after
+    Only connection failures are retried (a rolling restart, a broker not up yet). aiokafka
+    reports a refused TLS handshake or SASL login the same way, so each failure is probed once
+    with a direct connection (:func:`refusal`): a refusal fails at once with
+    :class:`KafkaRefused` (exit 2). Gives up with :class:`KafkaUnavailable` after
     ``kafka.startup_wait_s``.
     """
     deadline = time.monotonic() + kafka.startup_wait_s
@@ -129,6 +143,11 @@ async def start_with_backoff(client: _Startable, kafka: KafkaConfig, what: str) 
             await client.start()
             return
         except KafkaConnectionError as exc:
+            why = await refusal(kafka)
+            if why is not None:
+                raise KafkaRefused(
+                    f"{what}: Kafka at {kafka.bootstrap_servers} refused the connection: {why}"
+                ) from None
             if time.monotonic() + delay > deadline:
                 raise KafkaUnavailable(
                     f"{what}: Kafka at {kafka.bootstrap_servers} not reachable after {attempt} attempt(s) "
@@ -145,3 +164,32 @@ async def start_with_backoff(client: _Startable, kafka: KafkaConfig, what: str) 
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
             attempt += 1
+
+
+async def refusal(kafka: KafkaConfig) -> str | None:
+    """Why the first bootstrap server refuses a connection (TLS or SASL), or None when it is just
+    not reachable. aiokafka reports both as "Unable to bootstrap" and drops the cause."""
+    host, _, port = kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    kw = client_kwargs(kafka)
+    try:
+        conn = await create_conn(
+            host,
+            int(port),
+            client_id=kafka.client_id,
+            request_timeout_ms=kafka.request_timeout_ms,
+            ssl_context=kw.get("ssl_context"),
+            security_protocol=kafka.security_protocol,
+            sasl_mechanism=kw.get("sasl_mechanism"),
+            sasl_plain_username=kw.get("sasl_plain_username"),
+            sasl_plain_password=kw.get("sasl_plain_password"),
+        )
+    except ssl.SSLError as exc:
+        return f"TLS: {exc.reason or exc} (check kafka.ssl_cafile / ssl_check_hostname)"
+    except SaslAuthenticationFailed as exc:
+        return (
+            f"SASL login of {kafka.sasl_username!r} failed: {exc} (check kafka.sasl_username / sasl_password)"
+        )
+    except (OSError, KafkaError, TimeoutError, ValueError):
+        return None
+    conn.close()
+    return None

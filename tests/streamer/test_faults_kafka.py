@@ -323,3 +323,39 @@ async def test_labels_topic_deleted_while_serving_stops_without_committing_past_
     position = (await committed(kafka_bootstrap, "deleted-labels", topic, 1))[0]
     assert position is not None
     assert position <= 100, f"committed {position}: past the 100 records whose labels were published"
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system-deps)")
+async def test_a_header_key_that_is_not_utf8_stops_the_daemon_loudly(
+    kafka_bootstrap: str, kafka_topic_factory, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """aiokafka decodes header keys as UTF-8 while parsing a batch: the same policy as for an
+    undecodable batch (exit 1 naming it, counted), never a silent skip."""
+    topic, labels, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    value = orjson.dumps({"id": "h1", "text": "Shares rose on the news."})
+    await asyncio.to_thread(
+        subprocess.run,
+        [b"kcat", b"-b", kafka_bootstrap.encode(), b"-P", b"-t", topic.encode(), b"-H", b"\xffkey=v"],
+        input=value + b"\n",
+        check=True,
+        timeout=60,
+    )
+    cfg = daemon_config(
+        bootstrap=kafka_bootstrap,
+        bundle=tiny_bundle,
+        topics=topic,
+        labels=labels,
+        dlq=dlq,
+        group="bad-header",
+    )
+    daemon = Daemon(settings_from(tmp_path, cfg), registry=CollectorRegistry())
+    code = await asyncio.wait_for(daemon.run(), timeout=120)
+    assert code == ExitCode.FAILED
+    assert daemon.pipeline is not None
+    assert "cannot be decoded" in str(daemon.pipeline.fatal)
+    assert (
+        daemon.metrics.registry.get_sample_value(
+            "sentiwire_fetch_errors_total", {"error": "UnicodeDecodeError"}
+        )
+        == 1
+    )

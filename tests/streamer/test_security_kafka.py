@@ -303,12 +303,6 @@ def test_refusal_stops_start_up_names_the_cause_and_never_the_secret(
         assert secret not in r.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiokafka reports a TLS or SASL refusal as KafkaConnectionError('Unable to bootstrap') "
-    "without its cause, so start_with_backoff retries it as unreachable and exits 3; a topic the "
-    "user may not describe is reported as missing. Fix proposed in docs/reliability.md",
-)
 @pytest.mark.parametrize("case", REFUSALS)
 def test_refusal_is_reported_as_a_configuration_error(case: str, refusals: dict[str, Refusal]) -> None:
     """Exit 2 (USAGE: fix the credentials, the trust store or the grants; retrying cannot help),
