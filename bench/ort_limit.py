@@ -1,4 +1,7 @@
-"""The hardware limit: ONNX Runtime alone on pre-tokenized batches (own process, clean RSS).
+"""ONNX Runtime's limit: ONNX Runtime alone on pre-tokenized batches (own process, clean RSS).
+
+The other runtimes (OpenVINO f32/bf16/int8) are measured on the same texts by bench/runtimes.py;
+the hardware limit is the best of both.
 
 Uses sentiwire's own inference path (``streamer.inference.Classifier``) so the session
 options are exactly what the daemon runs; tokenization happens before the clock starts.
@@ -26,7 +29,7 @@ import numpy as np
 import orjson
 
 from bench.texts import load_texts
-from streamer.enums import Variant
+from streamer.enums import Runtime, Variant
 from streamer.model.buckets import padding_waste, plan_buckets, take_rows
 from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
@@ -135,7 +138,13 @@ def main() -> None:
     configs = sorted({(1, cpus), (args.workers, max(1, cpus // args.workers))})
     for variant in (Variant(v) for v in args.variants.split(",")):
         clfs = {
-            w: Classifier(bundle, variant=variant, intra_op_threads=t, allow_spinning=args.allow_spinning)
+            w: Classifier(
+                bundle,
+                variant=variant,
+                runtime=Runtime.ONNXRUNTIME,
+                intra_op_threads=t,
+                allow_spinning=args.allow_spinning,
+            )
             for w, t in configs
         }
         sweeps: dict[str, dict[str, Any]] = {}

@@ -95,7 +95,7 @@ class Classifier:
         allow_spinning: bool = False,
         cache_entries: int = 0,
         cache_max_bytes: int = 0,
-        runtime: RuntimeName | str = RuntimeName.AUTO,
+        runtime: RuntimeName | str = RuntimeName.ONNXRUNTIME,
         precision: Precision | str | None = None,
         workers: int = 1,
         gate: bool = True,
@@ -103,6 +103,7 @@ class Classifier:
         """``cache_entries`` > 0 turns on the response cache (cache.py) for :meth:`run_batch`.
 
         ``precision`` None follows ``variant``; int8 serves the int8 graph, the others the fp32 one.
+        ``runtime`` defaults to ONNX Runtime (what export checks); the daemon passes ``model.runtime``.
         ``gate`` runs the agreement gate (gate.py) for a runtime/precision the bundle did not check.
         """
         self.bundle = bundle

@@ -87,6 +87,11 @@ def choose(runtime: Runtime, device: Device, precision: Precision, hw: Hardware)
             )
         if precision == Precision.FP16:
             raise InferenceError("model.precision=fp16 needs a GPU (model.device=tensorrt), not OpenVINO CPU")
+        if precision == Precision.BF16 and not hw.native_bf16:
+            raise InferenceError(
+                "model.precision=bf16: this CPU has no AMX or AVX512-BF16, so OpenVINO would emulate bf16 "
+                "(about 40x slower than f32 here, docs/performance.md); use fp32 or int8"
+            )
         return Choice(Runtime.OPENVINO, Device.CPU, precision, why)
     if precision == Precision.BF16:
         raise InferenceError("model.precision=bf16 needs model.runtime=openvino (or auto)")

@@ -68,15 +68,19 @@ def test_classifier_runs_the_gate_at_load(tiny_bundle: Path, monkeypatch: pytest
     so serve, predict, evaluate and retrain all refuse it."""
     bundle = load_bundle(tiny_bundle)
     real = classifier_module.probe()
-    monkeypatch.setattr(classifier_module, "probe", lambda: replace(real, openvino=True))
+    monkeypatch.setattr(
+        classifier_module, "probe", lambda: replace(real, openvino=True, cpu_flags=frozenset({"amx_bf16"}))
+    )
 
     def flipping(b: object, choice: object, **kw: object) -> Runtime:
         return FlipHead(OrtRuntime(bundle, bundle.onnx_path(Variant.FP32), device=Device.CPU), head=0)
 
     monkeypatch.setattr(classifier_module, "build_runtime", flipping)
     with pytest.raises(InferenceError, match=r"model\.precision=bf16: head 'sentiment' agrees"):
-        Classifier(bundle, precision="bf16")
-    clf = Classifier(bundle, precision="bf16", gate=False)  # the bench measures without refusing
+        Classifier(bundle, runtime="auto", precision="bf16")
+    clf = Classifier(
+        bundle, runtime="auto", precision="bf16", gate=False
+    )  # the bench measures without refusing
     assert clf.agreement is None
 
 

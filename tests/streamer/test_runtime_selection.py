@@ -42,7 +42,7 @@ def hw(
         (Runtime.AUTO, Device.CPU, Precision.FP32, hw(SPR, vendor="AuthenticAMD"), Runtime.ONNXRUNTIME),
         (Runtime.AUTO, Device.AUTO, Precision.FP32, hw(SPR, nvidia=True, providers=GPU), Runtime.ONNXRUNTIME),
         (Runtime.AUTO, Device.CUDA, Precision.FP32, hw(SPR), Runtime.ONNXRUNTIME),
-        (Runtime.AUTO, Device.CPU, Precision.BF16, hw(ICELAKE), Runtime.OPENVINO),
+        (Runtime.AUTO, Device.CPU, Precision.BF16, hw(SPR), Runtime.OPENVINO),
         (Runtime.AUTO, Device.TENSORRT, Precision.FP16, hw(SPR), Runtime.ONNXRUNTIME),
         (Runtime.OPENVINO, Device.CPU, Precision.FP32, hw(ICELAKE), Runtime.OPENVINO),
         (Runtime.OPENVINO, Device.AUTO, Precision.BF16, hw(SPR), Runtime.OPENVINO),
@@ -67,6 +67,8 @@ def test_choice(
         (Runtime.OPENVINO, Device.CPU, Precision.FP32, hw(SPR, openvino=False), "not installed"),
         (Runtime.AUTO, Device.CPU, Precision.BF16, hw(SPR, openvino=False), "not installed"),
         (Runtime.OPENVINO, Device.CUDA, Precision.FP32, hw(SPR), "model.device=cuda"),
+        (Runtime.AUTO, Device.CPU, Precision.BF16, hw(ICELAKE), "would emulate bf16"),
+        (Runtime.OPENVINO, Device.CPU, Precision.BF16, hw(ICELAKE), "would emulate bf16"),
         (Runtime.OPENVINO, Device.CPU, Precision.FP16, hw(SPR), "fp16 needs a GPU"),
         (Runtime.ONNXRUNTIME, Device.CPU, Precision.BF16, hw(SPR), "bf16 needs model.runtime=openvino"),
         (Runtime.ONNXRUNTIME, Device.CUDA, Precision.FP16, hw(SPR), "fp16 needs model.device=tensorrt"),
@@ -108,7 +110,7 @@ def test_missing_runtime_fails_the_classifier(tiny_bundle: Path, monkeypatch: py
 def test_defaults_stay_onnxruntime_here(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """auto on a CPU without native bf16 is ONNX Runtime CPU, with no gate (export checked fp32/int8)."""
     monkeypatch.setattr(classifier_module, "probe", lambda: hw(ICELAKE))
-    clf = Classifier(load_bundle(tiny_bundle), variant="int8")
+    clf = Classifier(load_bundle(tiny_bundle), runtime="auto", variant="int8")
     assert (clf.runtime_name, clf.precision, clf.variant) == ("onnxruntime", "int8", "int8")
     assert clf.provider == "CPUExecutionProvider"
     assert not clf.needs_gate
