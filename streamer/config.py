@@ -6,11 +6,20 @@ secrets, whose values never reach a log line or an error message (they are ``Sec
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -91,6 +100,23 @@ class OutputConfig(_Section):
     compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
 
 
+class ShadowConfig(_Section):
+    """A candidate bundle run beside the served one on sampled messages, off the publishing path."""
+
+    path: Path
+    sample_fraction: float = Field(default=0.1, ge=0, le=1)
+    # Shadow batches running at once (one ONNX Runtime thread each); a sample arriving while
+    # all are busy is dropped and counted, never queued in front of the live labels.
+    max_in_flight: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("path")
+    @classmethod
+    def _bundle_exists(cls, path: Path) -> Path:
+        if not (path / "bundle.json").is_file():
+            raise ValueError(f"no bundle at {path} (bundle.json not found)")
+        return path
+
+
 class ModelConfig(_Section):
     path: Path = Path("models/current")
     # variant picks the bundle graph (fp32 or int8); precision says how it runs: int8 is the
@@ -117,6 +143,20 @@ class ModelConfig(_Section):
     # Bounded by entries and by an estimate of the bytes held; 0 entries turns it off.
     cache_entries: int = Field(default=10_000, ge=0)
     cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    # A candidate run as shadow (streamer/shadow.py): agreement with the served labels, never published.
+    shadow: ShadowConfig | None = None
+
+    @model_validator(mode="after")
+    def _shadow_heads_match(self) -> ModelConfig:
+        if self.shadow is None:
+            return self
+        heads = [_bundle_heads(self.path), _bundle_heads(self.shadow.path)]
+        if heads[0] is not None and heads[1] is not None and heads[0] != heads[1]:
+            raise ValueError(
+                f"model.shadow.path: the shadow bundle's heads {heads[1]} differ from the served "
+                f"bundle's {heads[0]} (model.path): it cannot be compared label by label"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +177,15 @@ class ModelConfig(_Section):
                 "serves the int8 graph, the other precisions the fp32 graph (set one of them)"
             )
         return data
+
+
+def _bundle_heads(path: Path) -> list[tuple[str, tuple[str, ...]]] | None:
+    """Heads and labels from a bundle's manifest; None where it cannot be read (start-up reports it)."""
+    try:
+        manifest = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+        return [(str(h["name"]), tuple(str(x) for x in h["labels"])) for h in manifest["heads"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class DriftConfig(_Section):

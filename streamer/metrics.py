@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -156,6 +157,42 @@ class Metrics:
         )
         self.drift_transitions = Counter(
             "sentiwire_drift_transitions", "Drift state changes, by the state entered", ["state"], registry=r
+        )
+
+        # A shadow bundle on sampled messages (streamer/shadow.py); never published.
+        self.shadow_info = Gauge(
+            "sentiwire_shadow_info",
+            "The shadow bundle being compared (value 1)",
+            ["name", "version"],
+            registry=r,
+        )
+        self.shadow_compared = Counter(
+            "sentiwire_shadow_compared",
+            "Sampled messages by head, live label and shadow label (the confusion counts)",
+            ["head", "live", "shadow"],
+            registry=r,
+        )
+        self.shadow_agreement = Gauge(
+            "sentiwire_shadow_agreement",
+            "Share of sampled messages where the shadow's label equals the live one, since it loaded",
+            ["head"],
+            registry=r,
+        )
+        self.shadow_confidence = Histogram(
+            "sentiwire_shadow_confidence",
+            "Top-class probability on the sampled messages, by model (live | shadow)",
+            ["head", "model"],
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "sentiwire_shadow_dropped",
+            "Sampled messages the shadow did not run, by reason (behind, not_loaded, failed)",
+            ["reason"],
+            registry=r,
+        )
+        self.shadow_reloads = Counter(
+            "sentiwire_shadow_reloads", "Shadow bundle loads by result", ["result"], registry=r
         )
 
     def set_model(self, name: str, version: str, provider: str, variant: str) -> None:

@@ -33,6 +33,7 @@ from streamer.model.classifier import BatchResult, Classifier
 from streamer.model.loading import WARMUP_TEXTS
 from streamer.model.reload import ModelHolder
 from streamer.records import Item, TextMessage, build_outputs, model_failure
+from streamer.shadow import Shadow
 from streamer.sinks import Sink
 
 log = structlog.get_logger("sentiwire.scheduler")
@@ -69,6 +70,7 @@ class Scheduler:
         self._running: deque[_Running] = deque()
         self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sentiwire-infer")
         self.drift = DriftWatch(settings.drift, metrics)
+        self.shadow = Shadow(settings.model, metrics) if settings.model.shadow is not None else None
 
     # ---------------------------------------------------------------- fed by the fetcher / rebalance
 
@@ -99,6 +101,8 @@ class Scheduler:
 
     async def run(self) -> None:
         acc, flow, sink = self._acc, self.flow, self.sink
+        if self.shadow is not None:
+            self.shadow.start()
         try:
             while not flow.closed:
                 now = time.monotonic()
@@ -128,6 +132,8 @@ class Scheduler:
         finally:
             for running in self._running:
                 running.task.cancel()
+            if self.shadow is not None:
+                await self.shadow.close()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -194,8 +200,8 @@ class Scheduler:
             model_version=clf.bundle.version,
         )
         await self.sink.publish(outs)
-        if result is not None:  # after the labels are handed on, so they never wait for it
-            self._observe_drift(clf, items, result)
+        if result is not None:  # after the labels are handed on, so they never wait for these
+            self._after_publish(clf, items, result)
 
     async def _infer(self, clf: Classifier, texts: list[str]) -> BatchResult:
         loop = asyncio.get_running_loop()
@@ -253,12 +259,18 @@ class Scheduler:
             for head, p in pred.items():
                 m.predictions.labels(head=head, label=p.label).inc()
 
-    def _observe_drift(self, clf: Classifier, items: list[Item], result: BatchResult) -> None:
+    def _after_publish(self, clf: Classifier, items: list[Item], result: BatchResult) -> None:
+        """Drift monitor and shadow sample; neither may stop or slow the labels."""
         texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
         try:
             self.drift.observe(clf, texts, result)
-        except Exception:  # monitoring must never stop the labels
+        except Exception:
             log.exception("drift monitor failed on a batch")
+        if self.shadow is not None:
+            try:
+                self.shadow.offer(clf, texts, result)
+            except Exception:
+                log.exception("shadow sampling failed on a batch")
 
 
 def _offset_ranges(items: list[Item]) -> dict[str, list[int]]:
