@@ -5,8 +5,9 @@ sentiwire's own Classifier (so the session options are the daemon's), batches cu
 daemon cuts them (length buckets, ``plan_buckets``) and tokenized before the clock starts.
 Layouts are ``WxT``: W batches at once (worker threads; OpenVINO streams) of T threads each.
 Every row says how often its labels agree with ONNX Runtime fp32 per head (the load gate's
-measure) and its messages per CPU-second. OpenVINO also runs once without the fixed length
-steps (``dynamic``: one shape per batch) to show what shape changes cost. Prints a markdown
+measure) and its messages per CPU-second. OpenVINO also runs once with the sequence axis padded
+to fixed lengths (``steps``: 16/32/64/..., a handful of shapes instead of one per batch) to show
+what shape changes cost. Prints a markdown
 table on stdout (``--json`` for the raw numbers).
 
     python -m bench.runtimes --bundle models/current --data-dir ../shared/data
@@ -28,26 +29,26 @@ from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
 from streamer.model.errors import InferenceError
 from streamer.model.gate import agreement, labels
-from streamer.model.openvino_runtime import OpenVinoRuntime
+from streamer.model.openvino_runtime import LENGTH_STEPS, OpenVinoRuntime
 from streamer.model.selection import probe
 
-CONFIGS = "onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:bf16,openvino:int8,openvino:fp32:dynamic"
+CONFIGS = "onnxruntime:fp32,onnxruntime:int8,openvino:fp32,openvino:bf16,openvino:int8,openvino:fp32:steps"
 
 
 def build(bundle: Any, config: str, workers: int, threads: int) -> Classifier:
-    """A classifier for ``runtime:precision[:dynamic]``, the gate off (the bench reports agreement)."""
+    """A classifier for ``runtime:precision[:steps]``, the gate off (the bench reports agreement)."""
     runtime, precision, *flags = config.split(":")
     clf = Classifier(
         bundle, runtime=runtime, precision=precision, workers=workers, intra_op_threads=threads, gate=False
     )
-    if "dynamic" in flags:
+    if "steps" in flags:
         clf.runtime = OpenVinoRuntime(
             bundle,
             bundle.onnx_path(clf.variant),
             precision=clf.precision,
             streams=workers,
             threads=workers * threads,
-            length_steps=(),
+            length_steps=LENGTH_STEPS,
         )
     return clf
 
@@ -71,7 +72,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, required=True)
-    p.add_argument("--configs", default=CONFIGS, help="runtime:precision[:dynamic], comma-separated")
+    p.add_argument("--configs", default=CONFIGS, help="runtime:precision[:steps], comma-separated")
     p.add_argument("--layouts", default="1x2,2x1", help="WxT: W concurrent batches of T threads")
     p.add_argument("--batch-sizes", default="8,32,64")
     p.add_argument("--n-texts", type=int, default=512, help="short texts per measurement")
@@ -108,7 +109,7 @@ def main() -> None:
                 run = time_batches(clf, split, args.min_seconds, workers=workers)
                 runtime, precision, *flags = config.split(":")
                 row = {
-                    "runtime": runtime + (" (dynamic shapes)" if flags else ""),
+                    "runtime": runtime + (" (length steps)" if flags else ""),
                     "precision": precision,
                     "layout": f"{workers}x{threads}",
                     "batch_size": bs,

@@ -6,9 +6,10 @@ plugin's default is bf16, so fp32 must be asked for. One compiled model runs ``s
 at once; each calling thread gets its own InferRequest (requests are not thread-safe, the
 compiled model is), so the daemon's worker threads never share one.
 
-Sequence lengths are padded up to a few fixed lengths (:data:`LENGTH_STEPS`): the graph is
-mean-pooled over real tokens, so extra masked padding does not change a row's logits, and
-OpenVINO sees a handful of shapes instead of one per batch (docs/performance.md measures both).
+Batches keep their own shape by default: OpenVINO's CPU plugin runs the dynamic-shape graph
+without recompiling, and padding the length-bucketed batches up to fixed lengths
+(``length_steps``, e.g. :data:`LENGTH_STEPS`) measured slower, not faster (docs/performance.md).
+Extra masked padding does not change a row's logits (the graph mean-pools real tokens only).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class OpenVinoRuntime:
         precision: Precision,
         streams: int = 1,
         threads: int = 0,
-        length_steps: Sequence[int] = LENGTH_STEPS,
+        length_steps: Sequence[int] = (),
     ) -> None:
         if precision not in _HINTS:
             raise InferenceError(f"model.precision={precision.value} is not served by OpenVINO on the CPU")

@@ -17,7 +17,7 @@ from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
 from streamer.model.errors import InferenceError
 from streamer.model.gate import FIXED_TEXTS, gate_texts, run_gate
-from streamer.model.openvino_runtime import padded_length
+from streamer.model.openvino_runtime import LENGTH_STEPS, OpenVinoRuntime, padded_length
 from streamer.model.runtime import OrtRuntime, Runtime
 from streamer.model.tokenizer import Encoded
 
@@ -106,8 +106,14 @@ def test_openvino_labels_equal_onnxruntime(tiny_bundle: Path, precision: Precisi
     for a, b in zip(want, got, strict=True):
         for head in a:
             assert abs(a[head].score - b[head].score) < 1e-3
-    # bucketed run_batch (lengths padded to OpenVINO's steps) gives the same labels
     assert [r["topic"].label for r in ov_clf.run_batch(TEXTS).predictions] == [r["topic"].label for r in want]
+    # padding the sequence axis up to fixed lengths changes no logits (mean pooling over real tokens)
+    stepped = OpenVinoRuntime(
+        bundle, bundle.onnx_path(ov_clf.variant), precision=precision, length_steps=LENGTH_STEPS
+    )
+    enc = ov_clf.encode(TEXTS[:5])
+    for a, b in zip(ov_clf.runtime.run(enc), stepped.run(enc), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 @needs_openvino
