@@ -147,3 +147,36 @@ async def test_sample_fraction_zero_runs_nothing(tmp_path: Path) -> None:
     shadow.offer(FakeClassifier("neutral"), ["a"], result(["neutral"]))  # type: ignore[arg-type]
     assert not shadow._running
     await shadow.close()
+
+
+async def test_the_shadow_reloads_on_its_own_and_survives_a_bad_bundle(tmp_path: Path) -> None:
+    loads: list[str] = []
+
+    def loader(cfg: ModelConfig) -> Classifier:
+        version = json.loads((cfg.path / "bundle.json").read_text(encoding="utf-8"))["version"]
+        loads.append(version)
+        if version == "broken":
+            raise ValueError("sha256 mismatch")
+        return FakeClassifier(version)  # type: ignore[return-value]
+
+    path = manifest_dir(tmp_path / "b", HEADS)
+    cfg = ModelConfig(path=path, reload_interval_s=0, shadow=ShadowConfig(path=path))
+    shadow = Shadow(cfg, Metrics(CollectorRegistry()), loader=loader)
+    assert await shadow.check_once()
+    assert not await shadow.check_once()  # same bundle: not loaded again
+
+    def rewrite(version: str) -> None:
+        (path / "bundle.json").write_text(json.dumps({"version": version, "heads": HEADS}), encoding="utf-8")
+
+    rewrite("broken")
+    assert not await shadow.check_once()
+    assert shadow.current is not None
+    assert shadow.current.bundle.version == "1"  # the previous shadow keeps running
+    assert value(shadow, "sentiwire_shadow_reloads_total", result="failure") == 1
+    rewrite("2")
+    assert await shadow.check_once()
+    assert shadow.current.bundle.version == "2"
+    assert value(shadow, "sentiwire_shadow_info", name="fake", version="2") == 1
+    assert value(shadow, "sentiwire_shadow_info", name="fake", version="1") is None
+    assert loads == ["1", "broken", "2"]
+    await shadow.close()
