@@ -119,6 +119,7 @@ class Daemon:
             variant=clf.variant,
             runtime=clf.runtime_name,
             precision=clf.precision,
+            chosen=clf.choice.reason,
             device=s.model.device,
             path=str(s.model.path),
         )
