@@ -94,6 +94,9 @@ class AlertsConfig(BaseModel):
     # One incident per burst: a firing scope explained by an open incident's scope (or that
     # explains it) joins that incident as a related scope instead of paging on its own.
     group_incidents: bool = True
+    # An incident opened by a topic or the market waits this many buckets of event time before
+    # it pages, for a ticker that explains it (which then opens it). An entity pages at once.
+    incident_grace_buckets: int = Field(2, ge=0)
 
     @field_validator("entity_aliases")
     @classmethod

@@ -210,6 +210,11 @@ class SpikeDetector:
     def watermark_ms(self) -> int | None:
         return self.clock.watermark_ms
 
+    @property
+    def judged_until_ms(self) -> int | None:
+        """The last bucket boundary judged (or passed over as quiet)."""
+        return None if self.next_eval_ms is None else self.next_eval_ms - self.bucket_ms
+
     def _entity(self, name: str) -> ScopeState:
         scope = self.entity_scopes.get(name)
         if scope is not None:

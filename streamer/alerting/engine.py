@@ -35,11 +35,19 @@ from aiokafka.errors import KafkaError
 from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
-from streamer.alerting.incidents import IncidentEvent, IncidentTracker
+from streamer.alerting.incidents import Decisions, IncidentTracker
 from streamer.alerting.merge import EventTimeMerge
 from streamer.alerting.metrics import AlertMetrics, default_metrics
-from streamer.alerting.publish import Publisher
-from streamer.alerting.rebuild import FETCH_RECORDS, Item, decode, read_state, replay_labels
+from streamer.alerting.publish import DropLog, Publisher
+from streamer.alerting.rebuild import (
+    FETCH_RECORDS,
+    Item,
+    decode,
+    read_open_incidents,
+    read_state,
+    recover_unrecorded,
+    replay_labels,
+)
 from streamer.alerting.state import ScopeAlertRecord, reconcile
 from streamer.config import KafkaConfig
 from streamer.errors import UsageError
@@ -48,8 +56,8 @@ from streamer.kafka.clients import client_kwargs, make_reader
 
 log = structlog.get_logger("sentiwire.alerts")
 
+STOP_WAIT_S = 10.0
 SETTLE_ROUNDS = 3  # empty fetches after which a partition counts as caught up regardless
-DROP_LOG_EVERY_S = 10.0
 
 
 class AlertEngineError(UsageError):
@@ -72,7 +80,7 @@ class AlertEngine:
         self.labels_topic = labels_topic
         self.metrics = metrics if metrics is not None else default_metrics()
         self.detector = SpikeDetector(config)
-        self.incidents = IncidentTracker(self.detector.rule, group=config.group_incidents)
+        self.incidents = IncidentTracker.for_config(self.detector.rule, config)
         self._clock = clock
         self._on_event = on_event
         self._consumer: AIOKafkaConsumer | None = None
@@ -84,9 +92,9 @@ class AlertEngine:
         self._topic_partitions: dict[str, list[int]] = {}
         self._merge: EventTimeMerge[TopicPartition, Item] | None = None
         self._sources: set[str] = set()  # input topics whose partitions the clock knows
+        self._stopping = False
         self._client_kw: dict[str, Any] = {}
-        self._dropped_logged = (0, 0, 0, 0)
-        self._dropped_logged_at = 0.0
+        self._drops = DropLog(labels_topic)
         self.replayed = 0
         self.failure: BaseException | None = None
 
@@ -118,6 +126,7 @@ class AlertEngine:
             await self._producer.start()
             await self._consumer.start()
             self._published = await self._read_state_topic()
+            await self._recover_unrecorded()
             self._publisher.published = self._published
             await self._replay()
             await self._reconcile()
@@ -138,11 +147,17 @@ class AlertEngine:
         )
 
     async def stop(self) -> None:
+        """Let the live loop finish the step it is in (an alert and its state records go out
+        together), then close the clients; cancel it if it does not within ``STOP_WAIT_S``."""
         self._ready = False
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
             self._task = None
         for client in (self._consumer, self._producer):
             if client is not None:
@@ -194,11 +209,24 @@ class AlertEngine:
         assert self._consumer is not None
         return await read_state(self._consumer, self._partitions(self.config.state_topic))
 
+    def _horizon_ms(self) -> int:
+        horizon_s = self.config.baseline_window_s + self.config.allowed_lateness_s + self.config.bucket_s
+        return int((self._clock() - horizon_s) * 1000)
+
+    async def _recover_unrecorded(self) -> None:
+        assert self._consumer is not None
+        tps = self._partitions(self.config.alerts_topic)
+        paged = await read_open_incidents(self._consumer, tps, self._horizon_ms())
+        recovered = recover_unrecorded(self._published, paged)
+        if recovered:
+            log.warning(
+                "paged scopes without a state record recovered from the alerts topic", scopes=recovered
+            )
+
     async def _replay(self) -> None:
         """Feed the last baseline window to the detector, partitions merged in event time."""
         assert self._consumer is not None
-        horizon_s = self.config.baseline_window_s + self.config.allowed_lateness_s + self.config.bucket_s
-        since_ms = int((self._clock() - horizon_s) * 1000)
+        since_ms = self._horizon_ms()
         t0 = time.monotonic()
         self.replayed = await replay_labels(
             self._consumer, self._partitions(self.labels_topic), self.detector, since_ms
@@ -227,7 +255,7 @@ class AlertEngine:
         fired = [e for kind, name in result.to_fire if (e := det.current_event(kind, name)) is not None]
         for scopes in (resolved, fired):
             if scopes:
-                await self._publish(self.incidents.observe(scopes), scopes)
+                await self._publish(self.incidents.observe(scopes, until_ms=det.judged_until_ms), scopes)
         log.info(
             "alert state reconciled",
             kept_firing=result.adopted,
@@ -285,14 +313,14 @@ class AlertEngine:
 
     def _step(
         self, ready: list[Item], now_s: float, advance_ms: int | None
-    ) -> tuple[list[AlertEvent], list[IncidentEvent]]:
+    ) -> tuple[list[AlertEvent], Decisions]:
         """Off the event loop: count what is ready, let idle partitions go, judge what is due."""
         det = self.detector
         events = det.process_from(ready, now_s=now_s)
         events += det.tick(now_s)
         if advance_ms is not None:
             events += det.advance_to(advance_ms)
-        return events, self.incidents.observe(events)
+        return events, self.incidents.observe(events, until_ms=det.judged_until_ms)
 
     async def _follow(self) -> None:
         assert self._consumer is not None
@@ -303,7 +331,7 @@ class AlertEngine:
         last_data = time.monotonic()
         invalid_seen = self.detector.stats.invalid
         try:
-            while True:
+            while not self._stopping:
                 want = merge.wanting()
                 batch = (
                     await consumer.getmany(*want, timeout_ms=500, max_records=FETCH_RECORDS) if want else {}
@@ -335,9 +363,9 @@ class AlertEngine:
                     advance_ms = int(self._clock() * 1000)
                 # Off the event loop: in-process, the daemon's pipeline and probes share that loop.
                 # Only this task touches the detector, one call at a time.
-                events, incidents = await asyncio.to_thread(self._step, ready, time.monotonic(), advance_ms)
-                if events or incidents:
-                    await self._publish(incidents, events)
+                events, decided = await asyncio.to_thread(self._step, ready, time.monotonic(), advance_ms)
+                if events or decided.incidents or decided.record:
+                    await self._publish(decided, events)
                 if self.detector.stats.invalid > invalid_seen:
                     log.warning(
                         "labels records skipped by the alert engine",
@@ -345,7 +373,7 @@ class AlertEngine:
                         last_reason=self.detector.stats.last_invalid,
                     )
                     invalid_seen = self.detector.stats.invalid
-                self._log_drops()
+                self._drops.report(self.detector)
                 self.metrics.buffered.set(merge.buffered)
                 self.metrics.update(
                     self.detector, self.config.max_metric_entities, now_ms=int(self._clock() * 1000)
@@ -357,32 +385,9 @@ class AlertEngine:
             log.exception("alert engine stopped")
             raise
 
-    def _log_drops(self) -> None:
-        """Late, capped and duplicate labels are logged (at most every few seconds), never silent."""
-        st = self.detector.stats
-        now = (st.late, st.capped, st.duplicate, self.detector.clock.forgotten_lanes)
-        if now == self._dropped_logged or time.monotonic() - self._dropped_logged_at < DROP_LOG_EVERY_S:
-            return
-        before = self._dropped_logged
-        self._dropped_logged, self._dropped_logged_at = now, time.monotonic()
-        late, capped, dup = now[0] - before[0], now[1] - before[1], now[2] - before[2]
-        if late or capped:
-            log.warning(
-                "labels records dropped by the alert engine",
-                late=late,
-                capped=capped,
-                duplicate=dup,
-                last=st.last_late,
-                watermark_ms=self.detector.watermark_ms,
-                waiting_for=[
-                    f"{t}-{p} via {self.labels_topic}-{lp}"
-                    for lp, t, p in self.detector.clock.waiting_for()[:5]
-                ],
-            )
-        elif dup:
-            log.info("redelivered labels dropped by the alert engine", duplicate=dup)
-
-    async def _publish(self, incidents: list[IncidentEvent], scopes: list[AlertEvent]) -> None:
+    async def _publish(self, decided: Decisions, events: list[AlertEvent]) -> None:
         assert self._publisher is not None
-        behind = await self._labels_behind() if incidents else None
-        await self._publisher.publish(self.detector, self.incidents, incidents, scopes, labels_behind=behind)
+        behind = await self._labels_behind() if decided.incidents else None
+        await self._publisher.publish(
+            self.detector, self.incidents, decided.incidents, decided.record, events, labels_behind=behind
+        )

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from streamer.alerting.config import AlertsConfig
 from streamer.alerting.events import AlertEvent, Overlap
 from streamer.alerting.rule import Evaluation, SpikeRule
 
@@ -69,6 +70,9 @@ class Incident:
     incident_id: str  # the alert id of the scope that opened it
     primary: ScopeKey
     members: dict[ScopeKey, Member] = field(default_factory=dict)
+    # Not paged yet: waiting until this event time for a more specific scope that explains it.
+    pending_until_ms: int | None = None
+    held: list[AlertEvent] = field(default_factory=list)  # its scopes' events, recorded once paged
 
     @property
     def open(self) -> bool:
@@ -133,15 +137,35 @@ def link(rule: SpikeRule, a: AlertEvent, o: Overlap) -> tuple[str, Relation] | N
     return None
 
 
-class IncidentTracker:
-    """Feed each batch of per-scope events with ``observe``; it returns the incident events."""
+@dataclass
+class Decisions:
+    """What one ``observe`` decided: incident events to page, and the scope events to record now
+    (a scope of an incident that is not paged yet is recorded when it is)."""
 
-    def __init__(self, rule: SpikeRule, *, group: bool = True) -> None:
+    incidents: list[IncidentEvent] = field(default_factory=list)
+    record: list[AlertEvent] = field(default_factory=list)
+
+
+class IncidentTracker:
+    """Feed each batch of per-scope events with ``observe``; it returns what to page and record.
+
+    An incident opened by a topic or the market waits ``grace_ms`` of event time before it
+    is paged: a ticker that explains it often crosses its threshold a bucket later, and then
+    opens the incident instead (the topic joins it as related). An entity pages at once.
+    """
+
+    def __init__(self, rule: SpikeRule, *, group: bool = True, grace_ms: int = 0) -> None:
         self.rule = rule
         self.group = group
+        self.grace_ms = grace_ms if group else 0
         self.incidents: dict[str, Incident] = {}
         self._of: dict[ScopeKey, str] = {}  # scope -> incident id, while the scope is firing in it
         self._last: dict[ScopeKey, str] = {}  # scope -> the incident it last belonged to
+
+    @classmethod
+    def for_config(cls, rule: SpikeRule, config: AlertsConfig) -> IncidentTracker:
+        grace_ms = config.incident_grace_buckets * round(config.bucket_s * 1000)
+        return cls(rule, group=config.group_incidents, grace_ms=grace_ms)
 
     def incident_of(self, key: ScopeKey) -> str | None:
         return self._of.get(key)
@@ -155,31 +179,33 @@ class IncidentTracker:
         self._last[key] = iid
 
     def open_incidents(self) -> list[Incident]:
-        return list(self.incidents.values())
+        """Incidents paged and not resolved (not those still waiting for their grace)."""
+        return [i for i in self.incidents.values() if i.pending_until_ms is None]
 
-    def observe(self, events: Iterable[AlertEvent]) -> list[IncidentEvent]:
+    def observe(self, events: Iterable[AlertEvent], *, until_ms: int | None = None) -> Decisions:
+        """Per-scope events in boundary order; ``until_ms``: event time judged so far (pages what waited)."""
         if len(self._last) > 2 * len(self._of) + 1024:  # bounded: forget scopes in no incident
             self._last = {k: v for k, v in self._last.items() if k in self._of}
-        out: list[IncidentEvent] = []
+        out = Decisions()
         batch: list[AlertEvent] = []
         for e in events:
             if batch and e.at_ms != batch[0].at_ms:
-                out += self._boundary(batch)
+                self._boundary(batch, out)
                 batch = []
             batch.append(e)
         if batch:
-            out += self._boundary(batch)
+            self._boundary(batch, out)
+        if until_ms is not None:
+            self._flush(until_ms, out)
         return out
 
-    def _boundary(self, events: list[AlertEvent]) -> list[IncidentEvent]:
+    def _boundary(self, events: list[AlertEvent], out: Decisions) -> None:
         """Events of one boundary: resolves, then firings joining open incidents, then new ones."""
-        out: list[IncidentEvent] = []
+        t = events[0].at_ms
         for e in events:
             if e.state == "resolved":
-                out += self._resolve(e)
+                self._resolve(e, out)
         firing = [e for e in events if e.state == "firing"]
-        if not firing:
-            return out
         joined: dict[str, Incident] = {}
         fresh: list[AlertEvent] = []
         for e in firing:
@@ -188,14 +214,62 @@ class IncidentTracker:
                 fresh.append(e)
                 continue
             inc, member = target
-            inc.members[e.key] = member
+            if (
+                member.relation == "explains"
+                and member.via == inc.primary
+                and inc.pending_until_ms is not None
+            ):
+                inc = self._promote(inc, member)
+            else:
+                inc.members[e.key] = member
             self._join(e.key, inc.incident_id)
-            joined[inc.incident_id] = inc
+            self._note(inc, e, out)
+            if inc.pending_until_ms is None:
+                joined[inc.incident_id] = inc
         for group in self._components(fresh):
-            inc = self._open(group)
-            out.append(self._emit(inc, "firing", firing[0].at_ms))
-        out += [self._emit(inc, "updated", firing[0].at_ms) for inc in joined.values()]
-        return out
+            inc = self._open(group, t)
+            for e, _, _ in group:
+                self._note(inc, e, out)
+        out.incidents += [self._emit(inc, "updated", t) for inc in joined.values()]
+        self._flush(t, out)
+
+    def _note(self, inc: Incident | None, e: AlertEvent, out: Decisions) -> None:
+        if inc is not None and inc.pending_until_ms is not None:
+            inc.held.append(e)
+        else:
+            out.record.append(e)
+
+    def _flush(self, until_ms: int, out: Decisions) -> None:
+        """Page the incidents whose grace is over."""
+        for inc in list(self.incidents.values()):
+            if inc.pending_until_ms is not None and inc.pending_until_ms <= until_ms:
+                self._page(inc, out)
+
+    def _page(self, inc: Incident, out: Decisions) -> None:
+        inc.pending_until_ms = None
+        out.incidents.append(self._emit(inc, "firing", inc.members[inc.primary].event.at_ms))
+        out.record += inc.held
+        inc.held = []
+
+    def _promote(self, inc: Incident, member: Member) -> Incident:
+        """A scope that explains a pending incident's opener opens it instead (nothing was paged)."""
+        old = inc.members[inc.primary]
+        new = Incident(member.event.alert_id, member.event.key, {}, inc.pending_until_ms, inc.held)
+        new.members[new.primary] = Member(member.event, "primary")
+        new.members[inc.primary] = Member(
+            old.event, "explained_by", new.primary, member.shared_negatives, old.active
+        )
+        for key, m in inc.members.items():
+            if key != inc.primary:
+                new.members[key] = m
+        if SPECIFICITY.get(new.primary[0], 3) == 0 and new.pending_until_ms is not None:
+            new.pending_until_ms = min(new.pending_until_ms, member.event.at_ms)  # an entity pages at once
+        del self.incidents[inc.incident_id]
+        self.incidents[new.incident_id] = new
+        for key in new.members:
+            if self._of.get(key) == inc.incident_id:
+                self._join(key, new.incident_id)
+        return new
 
     def _target(self, e: AlertEvent) -> tuple[Incident, Member] | None:
         """The open incident ``e`` is part of (through its most-shared firing scope), as a member."""
@@ -268,9 +342,10 @@ class IncidentTracker:
             out.append(rows)
         return out
 
-    def _open(self, rows: list[tuple[AlertEvent, Member | None, int]]) -> Incident:
+    def _open(self, rows: list[tuple[AlertEvent, Member | None, int]], t: int) -> Incident:
         lead = rows[0][0]
-        inc = Incident(lead.alert_id, lead.key, {lead.key: Member(lead, "primary")})
+        wait = 0 if SPECIFICITY.get(lead.scope_kind, 3) == 0 else self.grace_ms
+        inc = Incident(lead.alert_id, lead.key, {lead.key: Member(lead, "primary")}, t + wait)
         for e, member, _ in rows[1:]:
             assert member is not None
             inc.members[e.key] = member
@@ -279,19 +354,23 @@ class IncidentTracker:
             self._join(key, inc.incident_id)
         return inc
 
-    def _resolve(self, e: AlertEvent) -> list[IncidentEvent]:
+    def _resolve(self, e: AlertEvent, out: Decisions) -> None:
         iid = self._of.pop(e.key, None)
         if iid is not None:
             self._last[e.key] = iid
         inc = self.incidents.get(iid) if iid is not None else None
         if inc is None or e.key not in inc.members:
-            return []
+            out.record.append(e)
+            return
         m = inc.members[e.key]
         m.event, m.active = e, False
+        self._note(inc, e, out)
         if inc.open:
-            return []
+            return
+        if inc.pending_until_ms is not None:  # over before its grace: paged and resolved at once
+            self._page(inc, out)
         del self.incidents[inc.incident_id]
-        return [self._emit(inc, "resolved", e.at_ms)]
+        out.incidents.append(self._emit(inc, "resolved", e.at_ms))
 
     def _emit(self, inc: Incident, state: IncidentState, at_ms: int) -> IncidentEvent:
         primary = inc.members[inc.primary].event

@@ -72,10 +72,12 @@ class Publisher:
         detector: SpikeDetector,
         tracker: IncidentTracker,
         incidents: Sequence[IncidentEvent],
-        scopes: Sequence[AlertEvent],
+        record: Sequence[AlertEvent],
+        events: Sequence[AlertEvent],
         *,
         labels_behind: int | None = None,
     ) -> None:
+        """Page ``incidents``, write the state records of ``record``; ``events``: every scope decision."""
         cfg = self.config
         now_ms = int(self.clock() * 1000)
         opened: list[bool] = []
@@ -92,7 +94,7 @@ class Publisher:
             if inc.state == "firing":
                 opened.append(bool(when["backfill"]))
             self._log(inc, when)
-        for ev in scopes:
+        for ev in record:
             state = record_for(
                 detector,
                 ev.scope_kind,
@@ -107,9 +109,10 @@ class Publisher:
                 cfg.state_topic, orjson.dumps(state.to_json()), key=state.key.encode()
             )
             self.published[state.key] = state
-            if self.on_event is not None:
+        if self.on_event is not None:
+            for ev in events:
                 self.on_event(ev)
-        self.metrics.observe_events(list(scopes))
+        self.metrics.observe_events(list(events))
         self.metrics.observe_incidents(opened)
         self.metrics.set_incidents({inc.primary for inc in tracker.open_incidents()})
 
@@ -132,3 +135,35 @@ class Publisher:
             lag_s=when["lag_s"],
             labels_behind=when["labels_behind"],
         )
+
+
+class DropLog:
+    """Late, capped and duplicate labels are logged (at most every ``every_s``), never silent."""
+
+    def __init__(self, labels_topic: str, every_s: float = 10.0) -> None:
+        self.labels_topic = labels_topic
+        self.every_s = every_s
+        self._logged = (0, 0, 0)
+        self._at: float | None = None
+
+    def report(self, detector: SpikeDetector) -> None:
+        st = detector.stats
+        now = (st.late, st.capped, st.duplicate)
+        if now == self._logged or (self._at is not None and time.monotonic() - self._at < self.every_s):
+            return
+        late, capped, dup = (a - b for a, b in zip(now, self._logged, strict=True))
+        self._logged, self._at = now, time.monotonic()
+        if late or capped:
+            log.warning(
+                "labels records dropped by the alert engine",
+                late=late,
+                capped=capped,
+                duplicate=dup,
+                last=st.last_late,
+                watermark_ms=detector.watermark_ms,
+                waiting_for=[
+                    f"{t}-{p} via {self.labels_topic}-{lp}" for lp, t, p in detector.clock.waiting_for()[:5]
+                ],
+            )
+        elif dup:
+            log.info("redelivered labels dropped by the alert engine", duplicate=dup)

@@ -1,4 +1,4 @@
-"""Start-up reads of the alert engine: the state topic as a table, the labels topic's recent past.
+"""Start-up reads of the alert engine: the state topic as a table, the alerts and labels topics' recent past.
 
 Both read to the end offsets seen at start (``streamer.kafka.reader``); the labels are
 handed to the detector merged across partitions in event time (``merge``), so the replay
@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.alerting.detector import DetectorStats, SpikeDetector
 from streamer.alerting.merge import EventTimeMerge
 from streamer.alerting.records import event_time
-from streamer.alerting.state import ScopeAlertRecord, StateError
+from streamer.alerting.state import ScopeAlertRecord, StateError, scope_key
 from streamer.kafka.reader import read_to_end
 
 log = structlog.get_logger("sentiwire.alerts")
@@ -64,6 +64,52 @@ async def read_state(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> d
 
     await read_to_end(consumer, tps, handle)
     return published
+
+
+async def read_open_incidents(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int
+) -> list[dict[str, Any]]:
+    """The last alerts-topic record of each incident paged since ``since_ms`` that is not resolved."""
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+    for tp in tps:
+        found = starts.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    last: dict[str, dict[str, Any]] = {}
+
+    def handle(rec: Any) -> None:
+        try:
+            doc = orjson.loads(rec.value)
+        except (orjson.JSONDecodeError, TypeError):
+            return
+        if (
+            isinstance(doc, dict)
+            and doc.get("alert_id")
+            and doc.get("scope_kind")
+            and doc.get("started_at") is not None
+        ):
+            last[str(doc.get("incident_id") or doc["alert_id"])] = doc
+
+    await read_to_end(consumer, tps, handle, from_beginning=False, ends=ends)
+    return [d for d in last.values() if d.get("state") != "resolved"]
+
+
+def recover_unrecorded(published: dict[str, ScopeAlertRecord], paged: list[dict[str, Any]]) -> int:
+    """Scopes of open incidents on the alerts topic whose state record never followed (a crash
+    between the two) become published-firing records, so reconciling keeps or resolves them."""
+    recovered = 0
+    for doc in paged:
+        iid = str(doc.get("incident_id") or doc["alert_id"])
+        for m in [doc, *[r for r in doc.get("related") or [] if r.get("state") != "resolved"]]:
+            kind, name, started = str(m["scope_kind"]), str(m["scope"]), int(m["started_at"])
+            rec = published.get(scope_key(kind, name))
+            if rec is None or rec.started_at_ms < started:
+                published[scope_key(kind, name)] = ScopeAlertRecord(
+                    kind, name, "firing", str(m["alert_id"]), started, None, started, iid
+                )
+                recovered += 1
+    return recovered
 
 
 async def replay_labels(

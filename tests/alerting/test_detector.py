@@ -374,7 +374,9 @@ def test_backlog_worked_at_different_speeds_per_partition(corpus: Corpus) -> Non
         if ev.state == "firing":
             assert burst_at < ev.at_ms <= burst_at + 240_000 + int(CFG.short_window_s * 1000), ev
     # Paged: one incident, about NOK.
-    incidents = IncidentTracker(det.rule).observe(events)
+    incidents = (
+        IncidentTracker.for_config(det.rule, CFG).observe(events, until_ms=det.judged_until_ms).incidents
+    )
     print("incidents:", [(i.state, i.primary.key, [r["scope"] for r in i.related]) for i in incidents])
     assert {(i.incident_id, i.primary.key) for i in incidents} == {(nok[0].alert_id, ("entity", "NOK"))}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from streamer.alerting.config import AlertsConfig
 from streamer.alerting.console import format_alert
 from streamer.alerting.detector import SpikeDetector
-from streamer.alerting.events import AlertEvent
+from streamer.alerting.events import AlertEvent, Overlap, make_event
 from streamer.alerting.incidents import IncidentEvent, IncidentTracker
 from tests.alerting.scenario import Corpus, StreamBuilder, by_time, load_corpus
 
@@ -29,10 +30,10 @@ def run(
     records: list[dict[str, Any]], cfg: AlertsConfig = CFG
 ) -> tuple[list[AlertEvent], list[IncidentEvent], IncidentTracker]:
     det = SpikeDetector(cfg)
-    tracker = IncidentTracker(det.rule, group=cfg.group_incidents)
+    tracker = IncidentTracker.for_config(det.rule, cfg)
     events = det.process_many(records)
     events += det.advance_to(max(r["source"]["timestamp"] for r in records) + 900_000)
-    return events, tracker.observe(events), tracker
+    return events, tracker.observe(events, until_ms=det.judged_until_ms).incidents, tracker
 
 
 def big_ticker_burst(corpus: Corpus) -> list[dict[str, Any]]:
@@ -118,5 +119,54 @@ def test_restored_incident_keeps_its_id_and_resolves_once(corpus: Corpus) -> Non
     tracker = IncidentTracker(det.rule)
     tracker.restore([(opened.incident_id, e) for e in firing])
     assert [i.incident_id for i in tracker.open_incidents()] == [opened.incident_id]
-    out = tracker.observe(resolved)
+    out = tracker.observe(resolved).incidents
     assert [(i.state, i.incident_id) for i in out] == [("resolved", opened.incident_id)]
+
+
+def _event(
+    kind: str, name: str, at: int, n: float, neg: float, base: float, *overlaps: Overlap
+) -> AlertEvent:
+    rule = SpikeDetector(CFG).rule
+    ev = rule.evaluate(at, n, neg, base, 1000.0)
+    return replace(
+        make_event(CFG, kind, name, "firing", ev, f"{kind}:{name}:{at}", at, None, None, []),
+        overlaps=overlaps,
+    )
+
+
+def test_a_topic_waits_its_grace_and_the_ticker_that_explains_it_opens_the_incident() -> None:
+    """The topic crosses its threshold a bucket before the ticker whose headlines lift it."""
+    rule = SpikeDetector(CFG).rule
+    t0 = 1_764_000_000_000
+    topic = _event("topic", "Earnings", t0, 80, 34, 0.15)
+    topic_next = rule.evaluate(t0 + 30_000, 82, 36, 0.15, 1000.0)
+    nok = _event("entity", "NOK", t0 + 30_000, 22, 22, 0.14, Overlap("topic", "Earnings", 20, 20, topic_next))
+    tracker = IncidentTracker.for_config(rule, CFG)  # grace: 2 buckets of 30 s
+    first = tracker.observe([topic], until_ms=t0)
+    assert first.incidents == []  # waiting for a ticker
+    assert first.record == []  # and its state is not recorded as paged yet
+    second = tracker.observe([nok], until_ms=t0 + 30_000)
+    assert [(i.state, i.primary.key, i.incident_id) for i in second.incidents] == [
+        ("firing", ("entity", "NOK"), nok.alert_id)
+    ]
+    (related,) = second.incidents[0].related
+    assert (related["scope"], related["relation"], related["via"]) == (
+        "Earnings",
+        "explained_by",
+        "entity:NOK",
+    )
+    assert {e.key for e in second.record} == {("topic", "Earnings"), ("entity", "NOK")}
+    assert tracker.last_incident_of(("topic", "Earnings")) == nok.alert_id
+
+
+def test_a_topic_alone_pages_after_its_grace() -> None:
+    rule = SpikeDetector(CFG).rule
+    t0 = 1_764_000_000_000
+    topic = _event("topic", "Earnings", t0, 80, 34, 0.15)
+    tracker = IncidentTracker.for_config(rule, CFG)
+    assert tracker.observe([topic], until_ms=t0 + 30_000).incidents == []
+    paged = tracker.observe([], until_ms=t0 + 60_000)
+    assert [(i.state, i.primary.key, i.at_ms) for i in paged.incidents] == [
+        ("firing", ("topic", "Earnings"), t0)
+    ]
+    assert [e.key for e in paged.record] == [("topic", "Earnings")]

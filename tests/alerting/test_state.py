@@ -98,3 +98,43 @@ def test_state_record_round_trip_and_errors() -> None:
         ScopeAlertRecord.from_json({**rec.to_json(), "state": "maybe"})
     with pytest.raises(StateError, match="started_at_ms"):
         ScopeAlertRecord.from_json({k: v for k, v in rec.to_json().items() if k != "started_at_ms"})
+
+
+def test_paged_without_a_state_record_is_recovered_as_firing() -> None:
+    """A crash between the alerts record and the scopes' state records: the alert still counts as paged."""
+    from streamer.alerting.rebuild import recover_unrecorded
+
+    older = ScopeAlertRecord("entity", "NOK", "resolved", "entity:NOK:1", 1, 2, 902)
+    published = {older.key: older}
+    paged = [
+        {
+            "alert_id": "entity:NOK:50",
+            "incident_id": "entity:NOK:50",
+            "scope_kind": "entity",
+            "scope": "NOK",
+            "state": "firing",
+            "started_at": 50,
+            "related": [
+                {
+                    "scope_kind": "global",
+                    "scope": "all",
+                    "alert_id": "global:all:60",
+                    "started_at": 60,
+                    "state": "firing",
+                },
+                {
+                    "scope_kind": "topic",
+                    "scope": "Macro",
+                    "alert_id": "topic:Macro:55",
+                    "started_at": 55,
+                    "state": "resolved",
+                },
+            ],
+        }
+    ]
+    assert recover_unrecorded(published, paged) == 2
+    assert published["entity:NOK"].state == "firing"
+    assert published["entity:NOK"].alert_id == "entity:NOK:50"
+    assert published["global:all"].incident_id == "entity:NOK:50"
+    assert "topic:Macro" not in published
+    assert recover_unrecorded(published, paged) == 0  # recorded now: nothing more
