@@ -1,4 +1,5 @@
-"""``sentiwire alert``: bad configuration is refused with the field named, before any I/O."""
+"""``sentiwire alert``: bad configuration is refused with the field named, before any I/O (exit 2);
+Kafka out of reach is UNAVAILABLE (exit 3), to be retried."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from sentiwire.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,3 +40,10 @@ def test_unknown_alert_setting_is_refused(tmp_path: Path) -> None:
     out = run_alert({"alerts": {"shortwindow_s": 60}}, tmp_path)
     assert out.returncode == 2
     assert "shortwindow_s" in out.stderr
+
+
+def test_unreachable_kafka_exits_unavailable(tmp_path: Path) -> None:
+    config = {"kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"}, "http": {"enabled": False}}
+    out = run_alert(config, tmp_path)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "alert engine cannot start" in out.stdout + out.stderr

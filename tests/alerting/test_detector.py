@@ -321,6 +321,10 @@ def test_invalid_records_are_counted_with_the_field_named() -> None:
         ({"confidence": 1.5}, "confidence"),
         ({"entity_aliases": {"TSLA": [" "]}}, "entity_aliases"),
         ({"unknown_knob": 1}, "unknown_knob"),
+        ({"max_partition_lag_s": 10.0}, "max_partition_lag_s"),
+        ({"idle_partition_s": 0}, "idle_partition_s"),
+        ({"incident_grace_buckets": -1}, "incident_grace_buckets"),
+        ({"max_lanes": 0}, "max_lanes"),
     ],
 )
 def test_config_errors_name_the_field(update: dict[str, Any], field: str) -> None:
