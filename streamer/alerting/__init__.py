@@ -1,5 +1,10 @@
-"""Negative-sentiment spike alerts: the pure detector (records, windows, rule, detector,
-events, state), its Prometheus metrics, and the Kafka engine (``engine``, ``sentiwire alert``).
+"""Negative-sentiment spike alerts.
+
+Pure: ``records`` (a labels record), ``clock`` (event time per partition), ``windows``
+(buckets), ``rule`` (statistics), ``detector`` (scopes), ``incidents`` (one page per burst),
+``events`` and ``state`` (JSON), ``merge`` (event-time order). I/O: ``rebuild`` (start-up
+reads), ``publish`` (alert and state records), ``engine`` (the Kafka loop), ``cli``
+(``sentiwire alert``); ``metrics``, ``console``, ``config``.
 
 Import the modules themselves; this package imports nothing, so ``streamer.config`` can
 import ``streamer.alerting.config`` without pulling in the engine.

@@ -15,9 +15,10 @@ disorder), which is what a watermark needs (Flink, Kafka Streams, Beam).
 
 A lane is not waited for once it delivered nothing for ``idle_s`` (processing time), or once
 it is more than ``max_lag_ms`` of event time behind the fastest lane (its records behind the
-clock are then ``capped``, not ``late``). A lane announced with :meth:`EventClock.expect`
-before its first record holds the clock where it is until it delivers or goes idle, so a
-partition whose first label comes a moment after the others' is not late by construction.
+clock are then ``capped``, not ``late``). An input partition announced with
+:meth:`EventClock.expect` before its first label holds the clock where it is until it delivers
+(through any labels partition) or goes idle, so a partition whose first label comes a moment
+after the others' is not late by construction.
 
 Per input partition the clock also remembers which source offsets it has seen, as a few
 ``[lo, hi)`` ranges (offsets are dense, so a handful of ranges cover millions of records): a
@@ -39,6 +40,7 @@ Lane = tuple[int, str, int]  # (labels partition, source topic, source partition
 Source = tuple[str, int]  # (source topic, source partition)
 Verdict = Literal["ok", "late", "capped", "duplicate"]
 DEFAULT_LANE: Lane = (0, "", -1)
+EXPECTED = -1  # labels partition of an announced input partition's placeholder lane
 
 
 class OffsetRanges:
@@ -149,11 +151,12 @@ class EventClock:
         ranges = self.seen[source] = OffsetRanges(self.max_ranges)
         return ranges
 
-    def expect(self, lanes: Iterable[Lane], now_s: float) -> None:
-        """Announce lanes that exist but have not delivered yet: the clock waits for them (or idleness)."""
-        for lane in lanes:
-            if lane not in self.lanes:
-                self._lane(lane).last_seen_s = now_s
+    def expect(self, sources: Iterable[Source], now_s: float) -> None:
+        """Announce input partitions that exist: the clock waits for each until it delivers or idles."""
+        known = {(lane[1], lane[2]) for lane in self.lanes}
+        for topic, part in sources:
+            if (topic, part) not in known:
+                self._lane((EXPECTED, topic, part)).last_seen_s = now_s
         self._now_s = now_s
         self._recompute()
 
@@ -181,6 +184,8 @@ class EventClock:
         """
         if offset is not None and lane[1] and not self._offsets((lane[1], lane[2])).add(offset):
             return "duplicate"
+        if lane not in self.lanes and (EXPECTED, lane[1], lane[2]) in self.lanes:
+            del self.lanes[(EXPECTED, lane[1], lane[2])]  # the announced partition delivered
         st = self._lane(lane)
         if now_s is not None:
             st.last_seen_s = now_s

@@ -191,9 +191,9 @@ class SpikeDetector:
             return []
         return self._run_due()
 
-    def expect_lanes(self, lanes: Iterable[Lane], now_s: float) -> None:
-        """Lanes known to exist (input x labels partitions): the clock waits for each until it delivers or idles."""
-        self.clock.expect(lanes, now_s)
+    def expect_sources(self, sources: Iterable[tuple[str, int]], now_s: float) -> None:
+        """Input partitions known to exist: the clock waits for each until it delivers or idles."""
+        self.clock.expect(sources, now_s)
 
     def tick(self, now_s: float) -> list[AlertEvent]:
         """Processing time passed: idle lanes stop holding the clock; judge what that makes due."""

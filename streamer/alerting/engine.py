@@ -60,6 +60,12 @@ STOP_WAIT_S = 10.0
 SETTLE_ROUNDS = 3  # empty fetches after which a partition counts as caught up regardless
 
 
+def _source_topic(doc: dict[str, Any]) -> str | None:
+    src = doc.get("source")
+    topic = src.get("topic") if isinstance(src, dict) else None
+    return topic if isinstance(topic, str) and topic else None
+
+
 class AlertEngineError(UsageError):
     """The engine cannot start as configured; the message names the topic or setting."""
 
@@ -290,9 +296,7 @@ class AlertEngine:
             ) as exc:  # not on this cluster: lanes appear as they deliver
                 log.info("input topic partitions unknown to the alert engine", topic=topic, error=str(exc))
                 continue
-            labels = self._topic_partitions[self.labels_topic]
-            lanes = [(lp, topic, tp.partition) for tp in tps for lp in labels]
-            self.detector.expect_lanes(lanes, time.monotonic())
+            self.detector.expect_sources([(topic, tp.partition) for tp in tps], time.monotonic())
 
     # -- live ----------------------------------------------------------------------
     async def _caught_up(self, tp: TopicPartition) -> bool:
@@ -348,9 +352,7 @@ class AlertEngine:
                     if empty_rounds[tp] >= SETTLE_ROUNDS or await self._caught_up(tp):
                         settled.add(tp)
                 ready = merge.pop_ready(settled)
-                new_sources = {
-                    t for doc, _ in ready if isinstance(t := (doc.get("source") or {}).get("topic"), str)
-                }
+                new_sources = {t for doc, _ in ready if (t := _source_topic(doc)) is not None}
                 if new_sources - self._sources:
                     await self._expect_sources(new_sources)
                 advance_ms = None

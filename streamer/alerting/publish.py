@@ -19,6 +19,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from streamer.alerting.clock import EXPECTED, Lane
 from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
@@ -146,6 +147,12 @@ class DropLog:
         self._logged = (0, 0, 0)
         self._at: float | None = None
 
+    def _lane(self, lane: Lane) -> str:
+        labels_part, topic, part = lane
+        if labels_part == EXPECTED:
+            return f"{topic}-{part} (no label yet)"
+        return f"{topic or '?'}-{part} via {self.labels_topic}-{labels_part}"
+
     def report(self, detector: SpikeDetector) -> None:
         st = detector.stats
         now = (st.late, st.capped, st.duplicate)
@@ -161,9 +168,7 @@ class DropLog:
                 duplicate=dup,
                 last=st.last_late,
                 watermark_ms=detector.watermark_ms,
-                waiting_for=[
-                    f"{t}-{p} via {self.labels_topic}-{lp}" for lp, t, p in detector.clock.waiting_for()[:5]
-                ],
+                waiting_for=[self._lane(lane) for lane in detector.clock.waiting_for()[:5]],
             )
         elif dup:
             log.info("redelivered labels dropped by the alert engine", duplicate=dup)

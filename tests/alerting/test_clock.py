@@ -29,9 +29,9 @@ def test_a_lane_first_seen_behind_the_clock_is_late_unless_expected() -> None:
     assert clock.admit(B, 1_000_000) == "late"  # nobody said B exists: the clock did not wait
 
 
-def test_expected_lane_holds_the_clock_until_it_delivers_or_idles() -> None:
+def test_expected_partition_holds_the_clock_until_it_delivers_or_idles() -> None:
     clock = EventClock(L, idle_s=30.0)
-    clock.expect([A, B], now_s=0.0)
+    clock.expect([("news", 0), ("news", 1)], now_s=0.0)
     clock.admit(A, 5_000_000, now_s=1.0)
     assert clock.watermark_ms is None  # B announced, nothing from it yet
     assert clock.admit(B, 1_000_000, now_s=2.0) == "ok"  # far behind A, but not late
