@@ -63,7 +63,7 @@ TRAIN_SOURCES = \
   --data "sentiment=$(DATA)/uci-review-sentences/all.csv?slice=source&holdout=0.3" \
   --data "topic=$(DATA)/twitter-financial-news-topic/train.csv"
 # Per-source shares of the drawn rows (size**0.5 x weight; printed at the start of training): SST-2's
-# 67k phrases would otherwise take 45% of the batches. The teacher and the student use the same split.
+# 67k phrases would otherwise take 42% of the batches. The teacher and the student use the same split.
 SOURCE_MIX = --sampling-temperature 0.5 --source-weight financial-phrasebank=2 --source-weight sst2=0.4 \
   --source-weight uci-review-sentences=1.5 --source-weight twitter-financial-news-topic=1.3 --monitor sources
 SPLIT = --dev-fraction 0.15 --max-dev-rows 500 --seed 13
