@@ -16,12 +16,13 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from streamer.alerting.engine import AlertEngine
 from streamer.config import ModelConfig, Settings
 from streamer.enums import Delivery
 from streamer.errors import ExitCode, SentiwireError, UsageError
@@ -32,9 +33,6 @@ from streamer.model.classifier import Classifier
 from streamer.model.loading import fingerprint, load_classifier
 from streamer.model.reload import ModelHolder, Reloader
 from streamer.pipeline import Pipeline
-
-if TYPE_CHECKING:
-    from streamer.alerting.engine import AlertEngine
 
 log = structlog.get_logger("sentiwire.app")
 
@@ -255,8 +253,6 @@ class Daemon:
         s = self.settings
         if not s.alerts.enabled:
             return None
-        from streamer.alerting.engine import AlertEngine  # lazy: alerting imports streamer.config
-
         engine = AlertEngine(s.alerts, s.kafka, s.output.labels_topic)
         self.alerts = engine
         await engine.start()

@@ -7,5 +7,5 @@ reads), ``publish`` (alert and state records), ``engine`` (the Kafka loop), ``cl
 (``sentiwire alert``); ``metrics``, ``console``, ``config``.
 
 Import the modules themselves; this package imports nothing, so ``streamer.config`` can
-import ``streamer.alerting.config`` without pulling in the engine.
+import ``streamer.config`` without pulling in the engine.
 """

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from streamer.alerting.clock import DEFAULT_LANE, EventClock, Lane, Verdict
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.entities import EntityExtractor
 from streamer.alerting.events import AlertEvent, AlertState, Overlap, make_event
 from streamer.alerting.records import ParsedRecord, RecordError, parse_record
 from streamer.alerting.rule import ActiveAlert, Evaluation, SpikeRule
 from streamer.alerting.windows import NEVER, ScopeWindows, WindowShape
+from streamer.config import AlertsConfig
 
 ScopeKind = Literal["global", "topic", "entity"]
 ScopeKey = tuple[str, str]

@@ -32,7 +32,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
 from streamer.alerting.incidents import Decisions, IncidentTracker
@@ -49,7 +48,7 @@ from streamer.alerting.rebuild import (
     replay_labels,
 )
 from streamer.alerting.state import ScopeAlertRecord, reconcile
-from streamer.config import KafkaConfig
+from streamer.config import AlertsConfig, KafkaConfig
 from streamer.errors import UsageError
 from streamer.kafka.admin import TopicError, create_topics, topic_partitions, wait_for_leaders
 from streamer.kafka.clients import client_kwargs, make_reader

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.rule import STATISTIC, Evaluation
+from streamer.config import AlertsConfig
 
 AlertState = Literal["firing", "resolved"]
 

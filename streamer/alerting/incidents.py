@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.events import AlertEvent, Overlap
 from streamer.alerting.rule import Evaluation, SpikeRule
+from streamer.config import AlertsConfig
 
 IncidentState = Literal["firing", "updated", "resolved"]
 Relation = Literal["primary", "explains", "explained_by", "part_of", "contains", "linked"]

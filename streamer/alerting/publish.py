@@ -20,12 +20,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from streamer.alerting.clock import EXPECTED, Lane
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
 from streamer.alerting.incidents import IncidentEvent, IncidentTracker
 from streamer.alerting.metrics import AlertMetrics
 from streamer.alerting.state import ScopeAlertRecord, record_for, scope_key
+from streamer.config import AlertsConfig
 
 log = structlog.get_logger("sentiwire.alerts")
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.entities import EntityExtractor
+from streamer.config import AlertsConfig
 from streamer.errors import UsageError
 
 # Sorts before every real event time (records without one; parse rejects them).

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from streamer.alerting.config import AlertsConfig
+from streamer.config import AlertsConfig
 
 STATISTIC = "wilson_lower_bound"
 

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import DetectorStats, ScopeState, SpikeDetector
 from streamer.alerting.rule import ActiveAlert, Evaluation
 from streamer.alerting.windows import Bucket
+from streamer.config import AlertsConfig
 from streamer.errors import UsageError
 
 SNAPSHOT_VERSION = 2

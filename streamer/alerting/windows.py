@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.records import ParsedRecord
+from streamer.config import AlertsConfig
 
 NEVER = -(2**62)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.console import format_alert
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.publish import timing
+from streamer.config import AlertsConfig
 from tests.alerting.scenario import StreamBuilder, by_time, load_corpus
 
 T0 = 1_764_000_000_000

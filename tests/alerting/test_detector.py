@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
 from streamer.alerting.incidents import IncidentTracker
 from streamer.alerting.metrics import AlertMetrics
 from streamer.alerting.rule import wilson_lower
 from streamer.alerting.state import StateError, restore, snapshot
+from streamer.config import AlertsConfig
 from tests.alerting.scenario import Corpus, StreamBuilder, by_time, jitter, load_corpus
 
 T0 = 1_764_000_000_000  # event-time origin (ms)

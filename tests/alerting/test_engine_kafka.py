@@ -24,10 +24,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from sentiwire.procs import free_port, terminate
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.engine import AlertEngine, AlertEngineError
 from streamer.alerting.metrics import AlertMetrics
-from streamer.config import KafkaConfig
+from streamer.config import AlertsConfig, KafkaConfig
 from streamer.kafka.clients import make_reader
 from streamer.kafka.reader import read_to_end
 from tests.alerting.scenario import StreamBuilder, load_corpus

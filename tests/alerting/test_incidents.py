@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.console import format_alert
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent, Overlap, make_event
 from streamer.alerting.incidents import IncidentEvent, IncidentTracker
+from streamer.config import AlertsConfig
 from tests.alerting.scenario import Corpus, StreamBuilder, by_time, load_corpus
 
 T0 = 1_764_000_000_000

@@ -22,11 +22,10 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from sentiwire.procs import free_port
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.engine import AlertEngine
 from streamer.alerting.entities import EntityExtractor
 from streamer.alerting.metrics import AlertMetrics
-from streamer.config import KafkaConfig
+from streamer.config import AlertsConfig, KafkaConfig
 from streamer.kafka.clients import make_reader
 from streamer.kafka.reader import read_to_end
 from tests.alerting.daemons import (

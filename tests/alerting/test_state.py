@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
 from streamer.alerting.state import ScopeAlertRecord, StateError, reconcile, record_for
+from streamer.config import AlertsConfig
 from tests.alerting.scenario import StreamBuilder, by_time, load_corpus
 
 T0 = 1_764_000_000_000

@@ -46,10 +46,9 @@ from sentiwire.devbroker import (
 )
 from sentiwire.devbroker.admin import run_in_thread
 from sentiwire.devbroker.security import scram_args
-from streamer.alerting.config import AlertsConfig
 from streamer.alerting.engine import AlertEngine
 from streamer.alerting.metrics import AlertMetrics
-from streamer.config import KafkaConfig
+from streamer.config import AlertsConfig, KafkaConfig
 from streamer.errors import ExitCode
 from streamer.kafka import admin as kafka_admin
 from streamer.kafka.clients import client_kwargs, make_reader
