@@ -19,7 +19,7 @@ from streamer.alerting.detector import DetectorStats, SpikeDetector
 from streamer.alerting.merge import EventTimeMerge
 from streamer.alerting.records import event_time
 from streamer.alerting.state import ScopeAlertRecord, StateError, scope_key
-from streamer.kafka.reader import read_to_end
+from streamer.kafka.reader import read_to_end, seek_to_time
 
 log = structlog.get_logger("sentiwire.alerts")
 
@@ -70,12 +70,7 @@ async def read_open_incidents(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int
 ) -> list[dict[str, Any]]:
     """The last alerts-topic record of each incident paged since ``since_ms`` that is not resolved."""
-    consumer.assign(tps)
-    ends = await consumer.end_offsets(tps)
-    starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
-    for tp in tps:
-        found = starts.get(tp)
-        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    ends = await seek_to_time(consumer, tps, since_ms)
     last: dict[str, dict[str, Any]] = {}
 
     def handle(rec: Any) -> None:
@@ -119,12 +114,7 @@ async def replay_labels(
 
     Leaves every partition positioned at that end offset; returns the records read.
     """
-    consumer.assign(tps)
-    ends = await consumer.end_offsets(tps)
-    starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
-    for tp in tps:
-        found = starts.get(tp)
-        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    ends = await seek_to_time(consumer, tps, since_ms)
     merge: EventTimeMerge[TopicPartition, Item] = EventTimeMerge(tps)
     done = {tp for tp in tps if await consumer.position(tp) >= ends[tp]}
     count = 0

@@ -59,3 +59,17 @@ async def read_to_end(
             if await consumer.position(tp) >= stop_at[tp]:
                 todo.discard(tp)
     return count
+
+
+async def seek_to_time(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], since_ms: int
+) -> dict[TopicPartition, int]:
+    """Assign ``tps`` and seek each to its first record at or after ``since_ms`` (record
+    timestamps; the end when there is none); returns the end offsets seen now."""
+    consumer.assign(list(tps))
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(list(tps))
+    starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+    for tp in tps:
+        found = starts.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    return ends
