@@ -63,11 +63,15 @@ def write_config(path: Path, config: Mapping[str, Any]) -> Path:
 
 
 def merge_sections(cfg: Mapping[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:
-    """``cfg`` with each section of ``sections`` merged into it (dicts shallowly, others replaced)."""
-    out = dict(cfg)
+    """``cfg`` with each section of ``sections`` merged into it (dicts shallowly, others replaced).
+
+    Every section of the result is a new dict: a caller that edits the config it got back never
+    edits ``cfg``, ``sections`` or :data:`TEST_DEFAULTS`.
+    """
+    out = {name: dict(value) if isinstance(value, dict) else value for name, value in cfg.items()}
     for name, value in sections.items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = {**out[name], **value}
+        if isinstance(value, dict):
+            out[name] = {**out[name], **value} if isinstance(out.get(name), dict) else dict(value)
         else:
             out[name] = value
     return out

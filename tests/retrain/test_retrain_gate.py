@@ -156,7 +156,8 @@ def test_failed_export_is_one_message_a_history_entry_and_exit_1(
     assert result.exit_code == ExitCode.FAILED, result.output
     failed = [line for line in result.output.splitlines() if line.startswith("FAILED: ")]
     assert len(failed) == 1, result.output
-    assert "candidate export failed: int8 model agrees with fp32 on only" in failed[0]
+    assert "candidate export failed: int8 model agrees with fp32 on" in failed[0]
+    assert "use --force" in failed[0]
     assert "--set force=true" in failed[0]
     assert os.readlink(served) == before
 

@@ -95,3 +95,16 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(example)
     assert s.input.topics == ["news"]
     assert s.model.path == Path("models/current")
+
+
+def test_daemon_config_never_shares_its_defaults() -> None:
+    """Editing one test's config must not change the next one's (TEST_DEFAULTS stays as it is)."""
+    from streamer.testing import TEST_DEFAULTS, daemon_config
+
+    before = {k: dict(v) if isinstance(v, dict) else v for k, v in TEST_DEFAULTS.items()}
+    cfg = daemon_config(bootstrap="b:9092", bundle="m", topics="t", labels="l", dlq="d", group="g")
+    cfg["batching"]["commit_interval_ms"] = 60_000
+    cfg["output"]["linger_ms"] = 99
+    assert before == TEST_DEFAULTS
+    again = daemon_config(bootstrap="b:9092", bundle="m", topics="t", labels="l", dlq="d", group="g")
+    assert again["batching"]["commit_interval_ms"] == 200

@@ -34,6 +34,9 @@ def test_short_minilm_finetune_beats_majority_baseline(shared_data: Path, tmp_pa
         head_lr=2e-3,
         freeze_embeddings=True,
         progress=False,
+        # 150 dev rows resolve 0.67 point per flipped label, coarser than the 0.5-point int8 gate
+        # (export still measures and records it); the gates have tests of their own.
+        force=True,
     )
     bundle = load_bundle(train(cfg))
     m = bundle.manifest["metrics"]["sentiment"]
