@@ -10,6 +10,7 @@ import csv
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SENTIMENT = ["negative", "neutral", "positive"]
 # Three keyword-rich topics of the real topic set: learnable by the tiny model in seconds.
@@ -48,20 +49,21 @@ def make_splits(shared_data: Path, out: Path) -> Splits:
     )
 
 
-def train_current(data: Path, models: Path, version: str = "v0") -> Path:
-    """Train the "served" bundle through the real trainer and link models/current to it."""
+def _train_served(
+    models: Path, version: str, name: str, data: list[Any], labels: dict[str, list[str]]
+) -> Path:
+    """Train a "served" bundle with the tiny recipe through the real trainer; link models/current to it."""
     from training.config import RANDOM_TINY, TrainConfig
-    from training.data import SourceSpec
     from training.retrain.registry import swap_symlink
     from training.trainer import train
 
     cfg = TrainConfig(
-        data=[SourceSpec("sentiment", str(data))],
-        labels={"sentiment": SENTIMENT},
+        data=data,
+        labels=labels,
         base_model=RANDOM_TINY,
         output=str(models / "versions" / version),
         version=version,
-        name="sentiwire-retrain-test",
+        name=name,
         epochs=8,
         lr=3e-3,
         batch_size=32,
@@ -72,6 +74,19 @@ def train_current(data: Path, models: Path, version: str = "v0") -> Path:
     path = train(cfg)
     swap_symlink(models / "current", path)
     return path
+
+
+def train_current(data: Path, models: Path, version: str = "v0") -> Path:
+    """The served sentiment-only bundle (review sentences)."""
+    from training.data import SourceSpec
+
+    return _train_served(
+        models,
+        version,
+        "sentiwire-retrain-test",
+        [SourceSpec("sentiment", str(data))],
+        {"sentiment": SENTIMENT},
+    )
 
 
 @dataclass(frozen=True)
@@ -99,28 +114,15 @@ def make_two_heads(shared_data: Path, out: Path, per_topic: int = 200) -> TwoHea
 
 def train_two_heads(data: TwoHeads, models: Path, version: str = "v0") -> Path:
     """A served bundle with a sentiment and a topic head, both trained on correct labels."""
-    from training.config import RANDOM_TINY, TrainConfig
     from training.data import SourceSpec
-    from training.retrain.registry import swap_symlink
-    from training.trainer import train
 
-    cfg = TrainConfig(
-        data=[
+    return _train_served(
+        models,
+        version,
+        "sentiwire-gate-test",
+        [
             SourceSpec("sentiment", str(data.sentiment), name="sentiment-base"),
             SourceSpec("topic", str(data.topic), name="topic-base"),
         ],
-        labels={"sentiment": SENTIMENT, "topic": TOPICS},
-        base_model=RANDOM_TINY,
-        output=str(models / "versions" / version),
-        version=version,
-        name="sentiwire-gate-test",
-        epochs=8,
-        lr=3e-3,
-        batch_size=32,
-        threads=1,
-        progress=False,
-        force=True,  # random tiny weights: int8 agreement reported, not enforced
+        {"sentiment": SENTIMENT, "topic": TOPICS},
     )
-    path = train(cfg)
-    swap_symlink(models / "current", path)
-    return path
