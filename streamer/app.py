@@ -232,6 +232,29 @@ class Daemon:
             raise StartupError(
                 f"topics missing on {s.kafka.bootstrap_servers}: {missing} (create them; the daemon never does)"
             )
+        await self._check_group()
+
+    async def _check_group(self) -> None:
+        """No ACL on the consumer group shows only when the group is joined, after "serving"; ask
+        for its coordinator first (needs Describe, which Read implies) and refuse to start."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import GroupAuthorizationFailedError
+
+        from streamer.kafka.clients import client_kwargs
+
+        s = self.settings
+        admin = AIOKafkaAdminClient(**client_kwargs(s.kafka))
+        await admin.start()
+        try:
+            await admin.find_coordinator(s.input.group_id)
+        except GroupAuthorizationFailedError as exc:
+            raise StartupError(
+                f"not authorized for consumer group {s.input.group_id!r} as "
+                f"{s.kafka.sasl_username or 'this client'} on {s.kafka.bootstrap_servers}: grant READ on "
+                "the group (Kafka ACLs)"
+            ) from exc
+        finally:
+            await admin.close()
 
     async def _unauthorized(self, topics: list[str]) -> list[str]:
         """Of topics the metadata did not list, those that exist but this principal may not see."""
@@ -253,7 +276,7 @@ class Daemon:
         s = self.settings
         if not s.alerts.enabled:
             return None
-        engine = AlertEngine(s.alerts, s.kafka, s.output.labels_topic)
+        engine = AlertEngine(s.alerts, s.kafka, s.output.labels_topic, serving_group=s.input.group_id)
         self.alerts = engine
         await engine.start()
         log.info("alert engine started", alerts_topic=s.alerts.alerts_topic)

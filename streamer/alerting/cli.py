@@ -43,7 +43,9 @@ async def run_alerts(settings: Settings) -> int:
     log = structlog.get_logger("sentiwire.alerts")
     # Asked for explicitly: run even if the daemon's own in-process engine is off.
     alerts = settings.alerts.model_copy(update={"enabled": True})
-    engine = AlertEngine(alerts, settings.kafka, settings.output.labels_topic)
+    engine = AlertEngine(
+        alerts, settings.kafka, settings.output.labels_topic, serving_group=settings.input.group_id
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,7 +15,11 @@ disorder), which is what a watermark needs (Flink, Kafka Streams, Beam).
 
 A lane is not waited for once it delivered nothing for ``idle_s`` (processing time), or once
 it is more than ``max_lag_ms`` of event time behind the fastest lane (its records behind the
-clock are then ``capped``, not ``late``). An input partition announced with
+clock are then ``capped``, not ``late``). Quiet is not idle while there is still work for the
+lane: :meth:`EventClock.hold` names the input partitions the serving group has a backlog on
+and the labels partitions the engine has not read to their end (``backlog``), and their lanes
+are waited for however long they were quiet; a busy box that starves one partition for a
+minute mid catch-up then delays the clock instead of making that partition's labels late. An input partition announced with
 :meth:`EventClock.expect` before its first label holds the clock where it is until it delivers
 (through any labels partition) or goes idle, so a partition whose first label comes a moment
 after the others' is not late by construction.
@@ -118,6 +122,8 @@ class EventClock:
         self._forgotten_ranges = 0
         self._floor_ms: int | None = None  # lowest lane time the watermark was computed from
         self._now_s: float | None = None
+        self._held_sources: frozenset[Source] = frozenset()
+        self._held_labels: frozenset[int] = frozenset()
 
     @property
     def max_ts_ms(self) -> int | None:
@@ -169,8 +175,20 @@ class EventClock:
             and st.max_ts_ms < self.fastest_ms - self.max_lag_ms
         )
 
-    def _idle(self, st: LaneState) -> bool:
+    def hold(self, sources: Iterable[Source] = (), labels_partitions: Iterable[int] = ()) -> None:
+        """Lanes of these input partitions, or read through these labels partitions, have work
+        still coming (a backlog to label, labels not read yet): never idle until the next call."""
+        self._held_sources = frozenset(sources)
+        self._held_labels = frozenset(labels_partitions)
+
+    @property
+    def held(self) -> tuple[frozenset[Source], frozenset[int]]:
+        return self._held_sources, self._held_labels
+
+    def _idle(self, lane: Lane, st: LaneState) -> bool:
         if self.idle_s is None or self._now_s is None:
+            return False
+        if (lane[1], lane[2]) in self._held_sources or lane[0] in self._held_labels:
             return False
         return st.last_seen_s is None or self._now_s - st.last_seen_s >= self.idle_s
 
@@ -227,7 +245,7 @@ class EventClock:
 
     def waiting_for(self) -> list[Lane]:
         """The lanes the watermark is held at (the slowest waited-for ones)."""
-        held = [(k, s.max_ts_ms) for k, s in self.lanes.items() if self._waited(s)]
+        held = [(k, s.max_ts_ms) for k, s in self.lanes.items() if self._waited(k, s)]
         if not held:
             return []
         low = min(-(2**62) if t is None else t for _, t in held)
@@ -266,15 +284,15 @@ class EventClock:
             )
         self._recompute()
 
-    def _waited(self, st: LaneState) -> bool:
-        return not self._idle(st) and not self.lagging(st)
+    def _waited(self, lane: Lane, st: LaneState) -> bool:
+        return not self._idle(lane, st) and not self.lagging(st)
 
     def _recompute(self) -> None:
         if self.fastest_ms is None:
             return
         floor: int | None = None
-        for st in self.lanes.values():
-            if not self._waited(st):
+        for lane, st in self.lanes.items():
+            if not self._waited(lane, st):
                 continue
             if st.max_ts_ms is None:  # expected, not delivered yet: hold the clock
                 self._floor_ms = None

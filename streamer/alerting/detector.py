@@ -195,6 +195,10 @@ class SpikeDetector:
         """Input partitions known to exist: the clock waits for each until it delivers or idles."""
         self.clock.expect(sources, now_s)
 
+    def hold(self, sources: Iterable[tuple[str, int]], labels_partitions: Iterable[int]) -> None:
+        """Partitions with work still coming: their lanes are not idle however quiet (``clock.hold``)."""
+        self.clock.hold(sources, labels_partitions)
+
     def tick(self, now_s: float) -> list[AlertEvent]:
         """Processing time passed: idle lanes stop holding the clock; judge what that makes due."""
         if not self.clock.expire(now_s):

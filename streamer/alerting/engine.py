@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from streamer.alerting.backlog import BacklogTracker
 from streamer.alerting.detector import SpikeDetector
 from streamer.alerting.events import AlertEvent
 from streamer.alerting.incidents import Decisions, IncidentTracker
@@ -79,8 +80,12 @@ class AlertEngine:
         *,
         clock: Callable[[], float] = time.time,
         on_event: Callable[[AlertEvent], None] | None = None,
+        serving_group: str | None = None,
     ) -> None:
+        """``serving_group`` is the daemon's consumer group (``input.group_id``): its backlog
+        keeps quiet input partitions waited for (``backlog``); None judges idleness by wall clock."""
         self.config = config
+        self.serving_group = serving_group
         self.kafka = kafka
         self.labels_topic = labels_topic
         self.metrics = metrics if metrics is not None else default_metrics()
@@ -97,6 +102,12 @@ class AlertEngine:
         self._topic_partitions: dict[str, list[int]] = {}
         self._merge: EventTimeMerge[TopicPartition, Item] | None = None
         self._sources: set[str] = set()  # input topics whose partitions the clock knows
+        self._inputs: list[TopicPartition] = []  # their partitions, for the backlog poll
+        self._backlog = BacklogTracker(config.stalled_partition_s)
+        self._backlog_error: str | None = None
+        self._busy: frozenset[tuple[str, int]] = frozenset()  # input partitions with a backlog
+        self._backlog_task: asyncio.Task[None] | None = None
+        self._stalled_said: frozenset[tuple[str, int]] = frozenset()
         self._stopping = False
         self._client_kw: dict[str, Any] = {}
         self._drops = DropLog(labels_topic)
@@ -141,6 +152,10 @@ class AlertEngine:
             raise
         self._ready = True
         self._task = asyncio.create_task(self._follow(), name="alert-engine")
+        if self.serving_group is not None:
+            self._backlog_task = asyncio.create_task(
+                self._watch_backlog(self.serving_group), name="alert-engine-backlog"
+            )
         log.info(
             "alert engine ready",
             labels_topic=self.labels_topic,
@@ -156,6 +171,11 @@ class AlertEngine:
         together), then close the clients; cancel it if it does not within ``STOP_WAIT_S``."""
         self._ready = False
         self._stopping = True
+        if self._backlog_task is not None:
+            self._backlog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._backlog_task
+            self._backlog_task = None
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
@@ -296,6 +316,94 @@ class AlertEngine:
                 log.info("input topic partitions unknown to the alert engine", topic=topic, error=str(exc))
                 continue
             self.detector.expect_sources([(topic, tp.partition) for tp in tps], time.monotonic())
+            self._inputs.extend(tps)
+
+    # -- backlog -------------------------------------------------------------------
+    async def _watch_backlog(self, group: str) -> None:
+        """Every ``backlog_poll_s``: the input partitions the serving group still has to label.
+
+        Its own task and clients, so a slow coordinator never holds up the live loop. When the
+        offsets cannot be read (no Describe on the group, a broker away) the last answer stands
+        for ``stalled_partition_s``, then the clock falls back to wall-clock idleness; said once.
+        """
+        admin: AIOKafkaAdminClient | None = None
+        ends_reader: AIOKafkaConsumer | None = None
+        failing_since: float | None = None
+        timeout_s = self.kafka.request_timeout_ms / 1000
+        try:
+            while not self._stopping:
+                inputs = list(self._inputs)
+                now = time.monotonic()
+                try:
+                    if inputs:
+                        if admin is None:
+                            admin = AIOKafkaAdminClient(**self._client_kw)
+                            await admin.start()
+                        if ends_reader is None:
+                            ends_reader = make_reader(self.kafka, client_id=self.config.client_id)
+                            await ends_reader.start()
+                        committed = await asyncio.wait_for(
+                            admin.list_consumer_group_offsets(group, partitions=inputs), timeout_s
+                        )
+                        ends = await asyncio.wait_for(ends_reader.end_offsets(inputs), timeout_s)
+                        self._backlog_read(group, now, committed, ends)
+                        failing_since = None
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    if error != self._backlog_error:
+                        log.warning(
+                            "serving group offsets unreadable: the alert clock keeps the last answer, "
+                            "then judges idle input partitions by wall clock only",
+                            group=group,
+                            error=error,
+                        )
+                    self._backlog_error = error
+                    failing_since = now if failing_since is None else failing_since
+                    if now - failing_since >= self.config.stalled_partition_s:
+                        self._busy = frozenset()
+                await asyncio.sleep(self.config.backlog_poll_s)
+        finally:
+            with contextlib.suppress(Exception):
+                if admin is not None:
+                    await admin.close()
+            with contextlib.suppress(Exception):
+                if ends_reader is not None:
+                    await ends_reader.stop()
+
+    def _backlog_read(
+        self,
+        group: str,
+        now_s: float,
+        committed: dict[TopicPartition, Any],
+        ends: dict[TopicPartition, int],
+    ) -> None:
+        if self._backlog_error is not None:
+            log.info("serving group offsets readable again", group=group)
+            self._backlog_error = None
+        self._busy = self._backlog.update(
+            now_s,
+            {(tp.topic, tp.partition): om.offset for tp, om in committed.items()},
+            {(tp.topic, tp.partition): end for tp, end in ends.items()},
+        )
+        self.metrics.input_backlog.set(sum(self._backlog.behind.values()))
+        if self._backlog.stalled - self._stalled_said:
+            log.warning(
+                "input partitions not worked by the serving group: the alert clock no longer waits for them",
+                group=group,
+                partitions=sorted(f"{t}-{p}" for t, p in self._backlog.stalled),
+                stalled_partition_s=self.config.stalled_partition_s,
+            )
+        self._stalled_said = self._backlog.stalled
+
+    async def _unread_labels(self, tps: list[TopicPartition]) -> list[int]:
+        """Labels partitions this engine has not read to their end yet."""
+        assert self._consumer is not None
+        unread = []
+        for tp in tps:
+            end = self._consumer.last_stable_offset(tp)
+            if end is not None and await self._consumer.position(tp) < end:
+                unread.append(tp.partition)
+        return unread
 
     # -- live ----------------------------------------------------------------------
     async def _caught_up(self, tp: TopicPartition) -> bool:
@@ -351,6 +459,7 @@ class AlertEngine:
                     if empty_rounds[tp] >= SETTLE_ROUNDS or await self._caught_up(tp):
                         settled.add(tp)
                 ready = merge.pop_ready(settled)
+                self.detector.hold(self._busy, await self._unread_labels(tps))
                 new_sources = {t for doc, _ in ready if (t := _source_topic(doc)) is not None}
                 if new_sources - self._sources:
                     await self._expect_sources(new_sources)

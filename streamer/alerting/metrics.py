@@ -54,6 +54,12 @@ class AlertMetrics:
             "Wall clock minus the alert engine's event-time watermark (how far behind real time it judges)",
             registry=registry,
         )
+        self.input_backlog = Gauge(
+            "sentiwire_alert_input_backlog_records",
+            "Input records the serving group has not labeled yet, as the alert engine reads it "
+            "(the clock waits for partitions with a backlog instead of calling them idle)",
+            registry=registry,
+        )
         self.buffered = Gauge(
             "sentiwire_alert_buffered_records",
             "Labels read but not yet handed to the detector (event-time merge of the labels partitions)",

@@ -78,9 +78,15 @@ class AlertsConfig(BaseModel):
     # Event time per lane: one input partition (the label's source) as seen through one labels
     # partition. The clock is the minimum of the lanes' watermarks, so a partition worked behind
     # the others is on time, not late. A lane that delivered nothing for `idle_partition_s`
-    # (wall clock) stops holding the clock back; one more than `max_partition_lag_s` of event
-    # time behind the fastest is not waited for (its records behind the clock are `capped`).
+    # (wall clock) stops holding the clock back - unless the serving group (input.group_id) still
+    # has a backlog on its input partition, or the engine has not read its labels partition to
+    # the end: then it is waited for, until the group's committed offset there has not moved for
+    # `stalled_partition_s`. One more than `max_partition_lag_s` of event time behind the fastest
+    # is not waited for (its records behind the clock are `capped`).
     idle_partition_s: float = Field(30.0, gt=0)
+    stalled_partition_s: float = Field(300.0, gt=0)
+    # How often the engine reads the serving group's committed and the input end offsets.
+    backlog_poll_s: float = Field(5.0, gt=0)
     max_partition_lag_s: float = Field(21600.0, gt=0)
     # Bounded memory: lanes kept, and input partitions whose seen source offsets are kept for
     # dropping redelivered labels (least recently seen forgotten first, each), and ranges of

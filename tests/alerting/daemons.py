@@ -151,11 +151,6 @@ def alerts_section(suffix: str, **extra: Any) -> dict[str, Any]:
         "alerts_topic": f"alerts-{suffix}",
         "state_topic": f"alerts-state-{suffix}",
         "idle_advance_s": 10.0,
-        # A lane that delivers nothing this long stops holding the clock, even while its input
-        # partition still has a backlog; a loaded CI box can starve one partition for more than
-        # the 30 s default during a catch-up (444 of 3,644 labels late in one run). Idleness has
-        # its own test (test_partitions_kafka.py); these scenarios test lag.
-        "idle_partition_s": 600.0,
         **extra,
     }
 
@@ -164,12 +159,21 @@ class AlertProcess:
     """``sentiwire alert`` as its own process, with /metrics and /readyz on a free port."""
 
     def __init__(
-        self, tmp_path: Path, name: str, *, bootstrap: str, labels: str, alerts: dict[str, Any]
+        self,
+        tmp_path: Path,
+        name: str,
+        *,
+        bootstrap: str,
+        labels: str,
+        alerts: dict[str, Any],
+        group: str,
     ) -> None:
+        """``group`` is the serving daemons' consumer group, as one shared settings file gives it."""
         self.port = free_port()
         self.log_path = tmp_path / f"{name}.log"
         config = {
             "kafka": {"bootstrap_servers": bootstrap},
+            "input": {"group_id": group},
             "output": {"labels_topic": labels},
             "http": {"host": "127.0.0.1", "port": self.port},
             "logging": {"format": "json"},

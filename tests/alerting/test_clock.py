@@ -43,6 +43,33 @@ def test_expected_partition_holds_the_clock_until_it_delivers_or_idles() -> None
     assert clock.admit(B, 1_000_001, now_s=34.0) == "late"
 
 
+def test_quiet_lane_with_work_still_coming_is_not_idle() -> None:
+    clock = EventClock(L, idle_s=30.0)
+    clock.admit(A, 1_000_000, now_s=0.0)
+    clock.admit(B, 1_000_000, now_s=0.0)
+    clock.hold(sources=[("news", 1)])  # the serving group has a backlog on news-1
+    for i, ts in enumerate(range(1_000_000, 5_000_000, 100_000)):
+        clock.admit(A, ts, now_s=float(i))
+    assert not clock.expire(100.0)  # B quiet for 100 s, but held: the clock waits
+    assert clock.waiting_for() == [B]
+    assert clock.admit(B, 1_000_001, now_s=101.0) == "ok"  # its labels come late in wall clock only
+    clock.hold(labels_partitions=[1])  # backlog gone, its labels partition not read to the end
+    assert not clock.expire(200.0)
+    clock.hold()  # nothing still coming: idleness applies again
+    assert clock.expire(200.0)
+    assert clock.watermark_ms == 4_900_000 - L
+    assert clock.admit(B, 1_000_002, now_s=201.0) == "late"
+
+
+def test_held_lane_too_far_behind_is_still_not_waited_for() -> None:
+    clock = EventClock(L, idle_s=30.0, max_lag_ms=3_600_000)
+    clock.admit(A, 0, now_s=0.0)
+    clock.admit(B, 0, now_s=0.0)
+    clock.hold(sources=[("news", 1)])
+    clock.admit(A, 7_200_000, now_s=1.0)
+    assert clock.watermark_ms == 7_200_000 - L
+
+
 def test_lane_too_far_behind_is_not_waited_for_and_its_records_are_capped() -> None:
     clock = EventClock(L, max_lag_ms=3_600_000)
     clock.admit(A, 0)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streamer.alerting.engine import AlertEngine
@@ -90,5 +91,100 @@ async def test_idle_partition_does_not_stop_alerts_and_last_week_is_late(
         assert dropped[-1]["last"]["source"]["timestamp"] == now_ms - WEEK_MS
         assert dropped[-1]["last"]["behind_s"] > 6 * 24 * 3600
         assert registry.get_sample_value("sentiwire_alert_records_total", {"outcome": "late"}) == 1
+    finally:
+        await engine.stop()
+
+
+async def commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    """Commit ``offsets`` for ``group``, as the serving daemon's consumer would after labeling."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def fill_input(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
+    """``counts[p]`` input records on partition ``p`` (the labels stand for them by offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for part, n in counts.items():
+            for i in range(n):
+                await producer.send(topic, f"input {i}".encode(), partition=part)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_quiet_partition_with_a_backlog_is_waited_for_until_worked_or_stalled(
+    kafka_bootstrap: str, kafka_topic_factory: Callable[..., str], shared_data: Path
+) -> None:
+    """A partition the serving group has not worked for longer than ``idle_partition_s`` while
+    its input has a backlog (a starved partition on a loaded box) holds the clock: its labels,
+    minutes behind the other partition's, are on time. Worked to the end it may idle again; a
+    group whose commit there stops moving for ``stalled_partition_s`` is let go, and said."""
+    news = kafka_topic_factory(2, prefix="news")
+    labels = kafka_topic_factory(1, prefix="labels")
+    group = f"serving-{uuid.uuid4().hex[:8]}"
+    cfg = fast_config(
+        idle_partition_s=1.0, idle_advance_s=120.0, backlog_poll_s=0.5, stalled_partition_s=20.0
+    )
+    sb = StreamBuilder(load_corpus(shared_data), topic=news, partitions=2)
+    now_ms = int(time.time() * 1000)
+    stream = sb.calm(now_ms - 300_000, 240, every_s=0.2)
+    p0 = [r for r in stream if r["source"]["partition"] == 0]
+    p1 = [r for r in stream if r["source"]["partition"] == 1]
+    k = len(p1) // 4  # the daemon has labeled a quarter of news-1, all of news-0
+    await fill_input(kafka_bootstrap, news, {0: len(p0), 1: len(p1)})
+    tp0, tp1 = TopicPartition(news, 0), TopicPartition(news, 1)
+    await commit(kafka_bootstrap, group, {tp0: len(p0), tp1: k})
+    await produce(kafka_bootstrap, labels, by_time(p0[: len(p0) // 2], p1[:k]))
+    registry = CollectorRegistry()
+    engine = AlertEngine(
+        cfg,
+        KafkaConfig(bootstrap_servers=kafka_bootstrap),
+        labels,
+        AlertMetrics(registry),
+        serving_group=group,
+    )
+    await engine.start()
+    try:
+        clock, stats = engine.detector.clock, engine.detector.stats
+        await produce(kafka_bootstrap, labels, p0[len(p0) // 2 :])  # news-0 runs on
+        await asyncio.sleep(4 * cfg.idle_partition_s)  # news-1 quiet for 4x the idle limit
+        assert clock.watermark_ms is not None
+        assert clock.watermark_ms <= p1[k - 1]["source"]["timestamp"] - 1000, "news-1 was let go"
+        assert clock.held[0] == {(news, 1)}
+        # The daemon works news-1 through: minutes behind news-0 in event time, none late.
+        await trickle(kafka_bootstrap, labels, p1[k:], gap_s=0.002)
+        await commit(kafka_bootstrap, group, {tp1: len(p1)})
+        await wait_for(lambda: stats.counted == len(stream), 30, "every label counted")
+        assert stats.late == stats.capped == 0
+        # Caught up and quiet: idleness applies, the clock follows news-0.
+        p0_end = p0[-1]["source"]["timestamp"] - 1000
+        await wait_for(lambda: (clock.watermark_ms or 0) >= p0_end, 20, "the clock past idle news-1")
+
+        # More input on news-1 that the group never commits: waited for, then let go.
+        more = sb.calm(now_ms - 50_000, 20, every_s=0.1)
+        more0 = [r for r in more if r["source"]["partition"] == 0]
+        await fill_input(kafka_bootstrap, news, {1: 5})
+        with structlog.testing.capture_logs() as logs:
+            await wait_for(lambda: clock.held[0] == {(news, 1)}, 10, "news-1 waited for again")
+            await trickle(kafka_bootstrap, labels, more0, gap_s=0.005)
+            assert (clock.watermark_ms or 0) < more0[-1]["source"]["timestamp"] - 1000
+            await wait_for(
+                lambda: (clock.watermark_ms or 0) >= more0[-1]["source"]["timestamp"] - 1000,
+                30,
+                "the clock past stalled news-1",
+            )
+        stalled = [
+            e for e in logs if e["event"].startswith("input partitions not worked by the serving group")
+        ]
+        assert stalled, logs
+        assert stalled[0]["partitions"] == [f"{news}-1"]
+        assert registry.get_sample_value("sentiwire_alert_input_backlog_records") == 5
     finally:
         await engine.stop()

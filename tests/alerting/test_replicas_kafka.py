@@ -74,7 +74,10 @@ async def test_two_replicas_one_started_later(
     n = len(data.messages)
     await produce_backlog(kafka_bootstrap, news, data.messages)
     alerts = alerts_section(suffix)
-    engine = AlertProcess(tmp_path, "alert", bootstrap=kafka_bootstrap, labels=labels, alerts=alerts)
+    group = f"replicas-{suffix}"
+    engine = AlertProcess(
+        tmp_path, "alert", bootstrap=kafka_bootstrap, labels=labels, alerts=alerts, group=group
+    )
     ports = [free_port(), free_port()]
     configs = [
         serve_config(
@@ -85,7 +88,7 @@ async def test_two_replicas_one_started_later(
             news=news,
             labels=labels,
             dlq=dlq,
-            group=f"replicas-{suffix}",
+            group=group,
             port=ports[i],
             **SLOW,
         )
@@ -133,6 +136,7 @@ async def test_alert_engine_restarted_in_the_middle_of_the_catch_up(
     await produce_backlog(kafka_bootstrap, news, data.messages)
     alerts = alerts_section(suffix)
     port = free_port()
+    group = f"restart-{suffix}"
     config = serve_config(
         tmp_path,
         "serve.yaml",
@@ -141,18 +145,24 @@ async def test_alert_engine_restarted_in_the_middle_of_the_catch_up(
         news=news,
         labels=labels,
         dlq=dlq,
-        group=f"restart-{suffix}",
+        group=group,
         port=port,
         **SLOW,
     )
-    engines = [AlertProcess(tmp_path, "alert-0", bootstrap=kafka_bootstrap, labels=labels, alerts=alerts)]
+    engines = [
+        AlertProcess(
+            tmp_path, "alert-0", bootstrap=kafka_bootstrap, labels=labels, alerts=alerts, group=group
+        )
+    ]
     daemon: DaemonProcess | None = None
 
     async def restart() -> float:
         assert engines[-1].stop() == 0, engines[-1].tail()
         at = published(port, labels)
         name = f"alert-{len(engines)}"
-        engines.append(AlertProcess(tmp_path, name, bootstrap=kafka_bootstrap, labels=labels, alerts=alerts))
+        engines.append(
+            AlertProcess(tmp_path, name, bootstrap=kafka_bootstrap, labels=labels, alerts=alerts, group=group)
+        )
         await engines[-1].ready()
         return at
 
@@ -263,7 +273,11 @@ async def test_kill_9_storm_counts_each_input_once(
     registry = CollectorRegistry()
     cfg = alerts_section(suffix)
     engine = AlertEngine(
-        AlertsConfig(**cfg), KafkaConfig(bootstrap_servers=kafka_bootstrap), labels, AlertMetrics(registry)
+        AlertsConfig(**cfg),
+        KafkaConfig(bootstrap_servers=kafka_bootstrap),
+        labels,
+        AlertMetrics(registry),
+        serving_group=group,
     )
     await engine.start()
     rng = random.Random(11)
