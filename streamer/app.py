@@ -220,6 +220,8 @@ class Daemon:
         s = self.settings
         existing = await consumer.topics()
         wanted = [*s.input.topics, s.output.labels_topic, s.output.dead_letter_topic]
+        if s.output.shadow_labels_topic is not None:
+            wanted.append(s.output.shadow_labels_topic)
         missing = [t for t in wanted if t not in existing]
         hidden = await self._unauthorized(missing)
         if hidden:
@@ -236,9 +238,10 @@ class Daemon:
 
     async def _check_group(self) -> None:
         """No ACL on the consumer group shows only when the group is joined, after "serving"; ask
-        for its coordinator first (needs Describe, which Read implies) and refuse to start."""
+        for its coordinator first (needs Describe, which Read implies) and refuse to start. Any
+        other answer (no coordinator yet on a fresh cluster) is the group join's to retry."""
         from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.errors import GroupAuthorizationFailedError
+        from aiokafka.errors import GroupAuthorizationFailedError, KafkaError
 
         from streamer.kafka.clients import client_kwargs
 
@@ -253,6 +256,8 @@ class Daemon:
                 f"{s.kafka.sasl_username or 'this client'} on {s.kafka.bootstrap_servers}: grant READ on "
                 "the group (Kafka ACLs)"
             ) from exc
+        except KafkaError as exc:
+            log.debug("group coordinator not known yet", group=s.input.group_id, error=repr(exc))
         finally:
             await admin.close()
 

@@ -229,18 +229,20 @@ async def test_the_daemon_user_may_do_nothing_else(secure: SecureBroker) -> None
 
 # ---------------------------------------------------------------- refused at start-up
 
-REFUSALS = ("wrong_password", "wrong_ca", "missing_acl")
+REFUSALS = ("wrong_password", "wrong_ca", "missing_acl", "missing_group_acl")
 # What the output must name, whoever reports it (aiokafka's log line or the daemon's error).
 CAUSE = {
     "wrong_password": r"invalid credentials",
     "wrong_ca": r"CERTIFICATE_VERIFY_FAILED",
     "missing_acl": r"labels-",
+    "missing_group_acl": r"group-",
 }
 # What the daemon's own "cannot start" error should say.
 OWN_ERROR = {
     "wrong_password": r"(?i)sasl.*(fail|refus)|credentials",
     "wrong_ca": r"(?i)certificate|tls|ssl",
     "missing_acl": r"(?i)not authori[sz]ed.*labels-",
+    "missing_group_acl": r"(?i)not authori[sz]ed for consumer group 'group-",
 }
 
 
@@ -268,11 +270,11 @@ def refusals(
     secure: SecureBroker, tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Refusal]:
     """``sentiwire serve`` run once per refusal, with the daemon's user: a wrong password, a CA
-    that did not sign the broker's certificate, no ACL for the labels topic. A few seconds of
+    that did not sign the broker's certificate, no ACL for the labels topic, none for the group. A few seconds of
     ``startup_wait_s``, so a refusal taken for an unreachable broker shows as retries."""
     out: dict[str, Refusal] = {}
     for case in REFUSALS:
-        without = "write_labels" if case == "missing_acl" else None
+        without = {"missing_acl": "write_labels", "missing_group_acl": "read_group"}.get(case)
         t = run_in_thread(functools.partial(daemon_topics, secure, without=without))
         wrong_password = secrets.token_urlsafe(18)
         kafka: dict[str, Any] = {"startup_wait_s": 4}
