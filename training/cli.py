@@ -14,13 +14,27 @@ from typing import Annotated, Any
 
 import typer
 
-from streamer.enums import Variant
+from streamer.enums import Device, Precision, Runtime, Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 
 DATA_HELP = (
     "HEAD=PATH[?text=COL&label=COL&map=FROM:TO,..&where=COL:VAL&slice=COL&name=NAME"
     "&scored=a,b&holdout=FRACTION&part=train|holdout&dev=PATH] (CSV, JSONL or Parquet; repeatable)"
 )
+
+# The daemon's model.variant/precision/runtime/device, so predict and evaluate run what serve runs.
+VariantOption = Annotated[
+    Variant | None,
+    typer.Option(help="ONNX graph to run, as model.variant (default: follows --precision, else fp32)"),
+]
+PrecisionOption = Annotated[
+    Precision | None,
+    typer.Option(help="arithmetic to run in, as model.precision (default: follows --variant)"),
+]
+RuntimeOption = Annotated[
+    Runtime, typer.Option(help="inference engine, as model.runtime (auto: chosen per hardware)")
+]
+DeviceOption = Annotated[Device, typer.Option(help="where inference runs, as model.device")]
 
 
 def _fail(msg: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
@@ -203,7 +217,10 @@ def train_cmd(
 def evaluate_cmd(
     model: Annotated[Path, typer.Option("--model", "-m", help="bundle directory")],
     data: Annotated[list[str], typer.Option("--data", help=DATA_HELP)],
-    variant: Annotated[Variant, typer.Option(help="ONNX graph to run")] = Variant.FP32,
+    variant: VariantOption = None,
+    precision: PrecisionOption = None,
+    runtime: RuntimeOption = Runtime.AUTO,
+    device: DeviceOption = Device.CPU,
     report: Annotated[Path | None, typer.Option(help="write the full metrics JSON here")] = None,
     text_column: Annotated[str, typer.Option()] = "text",
     label_column: Annotated[str, typer.Option()] = "label",
@@ -211,12 +228,22 @@ def evaluate_cmd(
     strict: Annotated[bool, typer.Option(help="skipped rows become errors")] = False,
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
-    """Accuracy, macro-F1, per-class P/R/F1 and confusion matrix per head, on labeled files."""
+    """Accuracy, macro-F1, per-class P/R/F1 and confusion matrix per head, on labeled files;
+    the report says which runtime and precision ran."""
     from training.evaluate import evaluate_bundle, format_table
 
     try:
         sources = _sources(data, text_column, label_column, label_map or [])
-        result = evaluate_bundle(model, sources, variant=variant, strict=strict, batch_size=batch_size)
+        result = evaluate_bundle(
+            model,
+            sources,
+            variant=variant,
+            precision=precision,
+            runtime=runtime,
+            device=device,
+            strict=strict,
+            batch_size=batch_size,
+        )
     except SentiwireError as exc:
         raise _fail(str(exc), exit_code_for(exc)) from exc
     typer.echo(format_table(result))
@@ -234,11 +261,15 @@ def predict_cmd(
     input: Annotated[Path, typer.Option("--input", "-i", help=".csv, .jsonl or .parquet")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL, one line per input row")],
     text_column: Annotated[str, typer.Option()] = "text",
-    variant: Annotated[Variant, typer.Option(help="ONNX graph to run")] = Variant.FP32,
+    variant: VariantOption = None,
+    precision: PrecisionOption = None,
+    runtime: RuntimeOption = Runtime.AUTO,
+    device: DeviceOption = Device.CPU,
     strict: Annotated[bool, typer.Option(help="blank texts become errors")] = False,
     batch_size: Annotated[int, typer.Option()] = 64,
 ) -> None:
-    """Label every row of a file with each head's label and probabilities."""
+    """Label every row of a file with each head's label and probabilities (and say which runtime ran)."""
+    from training.evaluate import describe_serving
     from training.predict import predict_file
 
     try:
@@ -248,11 +279,15 @@ def predict_cmd(
             output,
             text_column=text_column,
             variant=variant,
+            precision=precision,
+            runtime=runtime,
+            device=device,
             strict=strict,
             batch_size=batch_size,
         )
     except SentiwireError as exc:
         raise _fail(str(exc), exit_code_for(exc)) from exc
+    typer.echo(f"model {summary['model']['name']} {summary['model']['version']}: {describe_serving(summary)}")
     msg = f"{summary['predicted']} of {summary['rows']} rows labeled -> {summary['output']}"
     if summary["skipped"]:
         msg += f"; {summary['skipped']} skipped (blank text), rows {summary['skipped_rows']}"
@@ -267,5 +302,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
     from training.retrain.cli import register as register_retrain
+    from training.retrain.cli import register_promote
 
     register_retrain(app)
+    register_promote(app)

@@ -8,6 +8,7 @@ is not penalised for a class the data cannot contain. Any other restriction is e
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,26 +16,90 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from streamer.enums import Variant
-from streamer.model.bundle import load_bundle
+from streamer.config import ModelConfig
+from streamer.enums import Device, Precision, Runtime, Variant
+from streamer.errors import UsageError
 from streamer.model.classifier import Classifier
+from streamer.model.errors import InferenceError
+from streamer.model.loading import load_classifier
 from training.data import DataError, SourceSpec, load_source
 from training.metrics import classification_metrics, majority_baseline
+
+# model.<field> in the daemon's messages is --<field> on the offline commands
+_OPTION_FIELDS = re.compile(r"\bmodel\.(variant|precision|runtime|device)\b")
+
+
+def _as_options(msg: str) -> str:
+    return _OPTION_FIELDS.sub(r"--\1", msg)
+
+
+def load_offline_classifier(
+    bundle_path: str | Path,
+    *,
+    variant: Variant | None = None,
+    precision: Precision | None = None,
+    runtime: Runtime = Runtime.AUTO,
+    device: Device = Device.CPU,
+) -> Classifier:
+    """The classifier the daemon would serve with these settings, built by the daemon's own
+    ModelConfig and loader, so the variant/precision/runtime rules (and the agreement gate) are
+    its, not a copy; its errors name the options. None leaves variant/precision to follow the
+    other, as in a config file. One worker holds every CPU: the offline commands run one batch
+    at a time."""
+    settings: dict[str, Any] = {"path": Path(bundle_path), "runtime": runtime, "device": device}
+    settings |= {"workers": 1, "cache_entries": 0}
+    settings |= {k: v for k, v in (("variant", variant), ("precision", precision)) if v is not None}
+    try:
+        cfg = ModelConfig.model_validate(settings)
+    except ValidationError as exc:
+        msgs = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors(include_url=False)]
+        raise UsageError(_as_options("; ".join(msgs))) from None
+    try:
+        return load_classifier(cfg)
+    except InferenceError as exc:
+        raise InferenceError(_as_options(str(exc))) from None
+
+
+def serving_report(clf: Classifier) -> dict[str, Any]:
+    """What actually ran, in the words of the daemon's "model loaded" line."""
+    return {
+        "variant": clf.variant,
+        "runtime": clf.runtime_name,
+        "precision": clf.precision,
+        "provider": clf.provider,
+        "chosen": _as_options(clf.choice.reason),
+        "agreement": clf.agreement,
+    }
+
+
+def describe_serving(info: dict[str, Any]) -> str:
+    """One line for a command's output: runtime, precision, graph and why that runtime."""
+    return (
+        f"runtime {info['runtime']}, precision {info['precision']} ({info['variant']} graph, "
+        f"{info['provider']}; {info['chosen']})"
+    )
 
 
 def evaluate_bundle(
     bundle_path: str | Path,
     sources: Sequence[SourceSpec],
     *,
-    variant: Variant = Variant.FP32,
+    variant: Variant | None = None,
+    precision: Precision | None = None,
+    runtime: Runtime = Runtime.AUTO,
+    device: Device = Device.CPU,
     strict: bool = False,
     batch_size: int = 64,
     progress: bool = False,
     classifier: Classifier | None = None,
 ) -> dict[str, Any]:
-    """{"model", "variant", "heads": {head: metrics + by_source}, "sources": [load reports]}."""
-    clf = classifier or Classifier(load_bundle(bundle_path), variant=variant)
+    """{"model", "variant", "runtime", "precision", ..., "heads": {head: metrics + by_source},
+    "sources": [load reports]}; the classifier as :func:`load_offline_classifier` builds it."""
+    clf = classifier or load_offline_classifier(
+        bundle_path, variant=variant, precision=precision, runtime=runtime, device=device
+    )
     bundle = clf.bundle
     head_names = {h.name for h in bundle.heads}
     per_head: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"truth": [], "pred": []})
@@ -74,8 +139,7 @@ def evaluate_bundle(
         heads[name] = overall
     return {
         "model": {"name": bundle.name, "version": bundle.version, "path": str(bundle.path)},
-        "variant": clf.variant,
-        "provider": clf.provider,
+        **serving_report(clf),
         "heads": heads,
         "sources": reports,
     }
@@ -111,7 +175,7 @@ def _progress(it: range, enabled: bool, desc: str) -> Any:
 
 def format_table(result: dict[str, Any]) -> str:
     """Plain-text summary: one line per head/source, then per-class rows."""
-    lines = [f"model {result['model']['name']} {result['model']['version']} ({result['variant']})"]
+    lines = [f"model {result['model']['name']} {result['model']['version']}: {describe_serving(result)}"]
     lines.append(f"{'head':<10} {'source':<34} {'n':>6} {'acc':>7} {'macro-F1':>9} {'majority-F1':>12}")
     for head, hm in result["heads"].items():
         for src, m in hm["by_source"].items():

@@ -7,10 +7,9 @@ from typing import Any
 
 import orjson
 
-from streamer.enums import Variant
-from streamer.model.bundle import load_bundle
-from streamer.model.classifier import Classifier
+from streamer.enums import Device, Precision, Runtime, Variant
 from training.data import DataError, read_rows
+from training.evaluate import load_offline_classifier, serving_report
 
 ID_COLUMNS = ("id", "key")
 
@@ -21,16 +20,22 @@ def predict_file(
     output_path: str | Path,
     *,
     text_column: str = "text",
-    variant: Variant = Variant.FP32,
+    variant: Variant | None = None,
+    precision: Precision | None = None,
+    runtime: Runtime = Runtime.AUTO,
+    device: Device = Device.CPU,
     strict: bool = False,
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """One JSON line per input row, in order; blank rows get ``{"row", "error"}`` and are counted.
 
     The output is written to a temporary name and renamed at the end, so a failed run
-    never leaves a truncated file that looks complete.
+    never leaves a truncated file that looks complete. The classifier is the daemon's for these
+    settings (:func:`training.evaluate.load_offline_classifier`); the summary says what ran.
     """
-    clf = Classifier(load_bundle(bundle_path), variant=variant)
+    clf = load_offline_classifier(
+        bundle_path, variant=variant, precision=precision, runtime=runtime, device=device
+    )
     columns, rows = read_rows(input_path)
     if text_column not in columns:
         raise DataError(f"{input_path}: missing column {text_column!r}; file has {columns}")
@@ -87,5 +92,5 @@ def predict_file(
         "skipped": len(skipped),
         "skipped_rows": skipped[:20],
         "model": {"name": clf.bundle.name, "version": clf.bundle.version},
-        "variant": variant,
+        **serving_report(clf),
     }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.enums import Variant
+from streamer.enums import Precision, Runtime, Variant
 
 if TYPE_CHECKING:
     from streamer.model.bundle import Bundle
@@ -59,9 +59,11 @@ def plan_holdout(
 def evaluate(
     bundle_path: Path,
     holdout: Mapping[str, Sequence[SourceSpec]],
-    variant: Variant = Variant.FP32,
+    variant: Variant | None = Variant.FP32,
     *,
     heads: Collection[str] | None = None,
+    precision: Precision | None = None,
+    runtime: Runtime = Runtime.AUTO,
 ) -> dict[str, Any]:
     """Per head holdout score through ``training.evaluate.evaluate_bundle`` (the serving inference path).
 
@@ -70,13 +72,15 @@ def evaluate(
     ``evaluate_bundle`` scores that source on its own label subset, and the head's score is the
     row-weighted mean of its sources' macro-F1. Either way both models get the same rule.
     Only ``heads`` (default: all) are scored: a candidate lacking a head gets no score for it.
+    ``variant``/``precision``/``runtime`` are the daemon's model settings (evaluate's options), so
+    both models are scored as they would be served; None follows the other, as in a config file.
     """
     from training.evaluate import evaluate_bundle
 
     specs = [s for head, sets in holdout.items() if heads is None or head in heads for s in sets]
     if not specs:
         return {}
-    result = evaluate_bundle(bundle_path, specs, variant=variant)
+    result = evaluate_bundle(bundle_path, specs, variant=variant, precision=precision, runtime=runtime)
     out: dict[str, Any] = {}
     for head, hm in result["heads"].items():
         sources = hm["by_source"]
