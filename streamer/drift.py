@@ -16,7 +16,7 @@ negative news shorter than the window leaves a part clean and is not drift (the 
 detector is for bursts). It moves back once the whole window is under ``resolve_ratio`` x
 every threshold.
 
-Everything here but :func:`unknown_token_id` is pure; counts live in plain lists so one
+Everything here is pure; counts live in plain lists so one
 message costs a few microseconds (``python -m bench.drift``).
 """
 
@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Protocol
 
 from streamer.errors import UsageError
@@ -410,17 +409,3 @@ def profile_of(manifest: Mapping[str, Any], heads: Mapping[str, Sequence[str]]) 
     if got != want:
         raise ProfileError(f"{PROFILE_KEY}: heads {got} differ from the bundle's {want}")
     return prof
-
-
-def unknown_token_id(tokenizer_path: Path) -> int | None:
-    """The id of the tokenizer's unknown token ([UNK], <unk>), None if it has none."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    names = [getattr(tok.model, "unk_token", None), "[UNK]", "<unk>"]
-    for name in names:
-        if isinstance(name, str):
-            found = tok.token_to_id(name)
-            if found is not None:
-                return int(found)
-    return None

@@ -5,28 +5,24 @@ the new one starts a fresh window against the new bundle's reference profile (ba
 published in start order, so no older batch follows). A bundle without a profile turns drift
 off with one warning, never a crash.
 
-Unknown tokens are not in a batch's result: one text in :data:`UNKNOWN_SAMPLE_EVERY` is
-tokenized again to count them (the rest of the cost is a few microseconds a message).
+Every input comes from the batch's result (labels, truncation, unknown and total tokens per
+text, which the classifier counts as it tokenizes): nothing is tokenized again, and a message
+costs a few microseconds (``python -m bench.drift``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import structlog
-from tokenizers import Tokenizer
 
 from streamer.config import DriftConfig
 from streamer.drift import Monitor, Observation, ProfileError, State, Statistics, Thresholds, profile_of
-from streamer.drift import unknown_token_id as find_unknown_id
 from streamer.metrics import Metrics
 from streamer.model.classifier import BatchResult, Classifier
-from streamer.model.tokenizer import load_tokenizer
 
 log = structlog.get_logger("sentiwire.drift")
-
-UNKNOWN_SAMPLE_EVERY = 8
 
 
 class DriftWatch:
@@ -38,9 +34,7 @@ class DriftWatch:
         self.clock = clock
         self.monitor: Monitor | None = None
         self._clf: Classifier | None = None
-        self._unknown_id: int | None = None
-        self._tokenizer: Tokenizer | None = None
-        self._seen = 0
+        self._count_unknown = False  # the reference has an unknown-token share to compare with
 
     @property
     def state(self) -> State | None:
@@ -48,7 +42,7 @@ class DriftWatch:
 
     def reset(self, clf: Classifier) -> None:
         """A fresh window against ``clf``'s reference profile (or drift off if it has none)."""
-        self._clf, self.monitor, self._unknown_id, self._tokenizer = clf, None, None, None
+        self._clf, self.monitor, self._count_unknown = clf, None, False
         b, m, cfg = clf.bundle, self.metrics, self.cfg
         for gauge in (m.drift_label_js, m.drift_confidence_psi, m.drift_entropy_psi, m.drift_breach):
             gauge.clear()
@@ -80,9 +74,7 @@ class DriftWatch:
             segments=cfg.segments,
             thresholds=t,
         )
-        if ref.unknown_share is not None:
-            self._unknown_id = find_unknown_id(b.tokenizer_path)
-            self._tokenizer = load_tokenizer(b)
+        self._count_unknown = ref.unknown_share is not None
         m.drift_enabled.set(1)
         m.drift_reference.set(ref.messages)
         m.drift_truncation.labels(source="reference").set(ref.truncation_rate)
@@ -90,17 +82,22 @@ class DriftWatch:
             m.drift_unknown.labels(source="reference").set(ref.unknown_share)
         log.info("drift reference loaded", version=b.version, reference_messages=ref.messages)
 
-    def observe(self, clf: Classifier, texts: Sequence[str], result: BatchResult) -> None:
-        """One published batch: ``texts`` in the order of ``result.predictions``."""
+    def observe(self, clf: Classifier, result: BatchResult) -> None:
+        """One published batch."""
         if clf is not self._clf:
             self.reset(clf)
         mon = self.monitor
         if mon is None or not result.predictions:
             return
-        unknown = self._count_unknown(texts)
+        n = len(result.predictions)
+        counted = self._count_unknown and len(result.unknown) == n
+        unknown = result.unknown if counted else [0] * n
+        tokens = result.tokens if counted else [0] * n
         obs = [
-            Observation(mon.features(pred), trunc, *unknown.get(i, (0, 0)))
-            for i, (pred, trunc) in enumerate(zip(result.predictions, result.truncated, strict=True))
+            Observation(mon.features(pred), trunc, unk, toks)
+            for pred, trunc, unk, toks in zip(
+                result.predictions, result.truncated, unknown, tokens, strict=True
+            )
         ]
         before = mon.state
         stats = mon.observe(obs, self.clock())
@@ -116,19 +113,6 @@ class DriftWatch:
                 window=len(mon.window),
                 version=clf.bundle.version,
             )
-
-    def _count_unknown(self, texts: Sequence[str]) -> dict[int, tuple[int, int]]:
-        """(unknown tokens, tokens) of the sampled texts, by index in ``texts``."""
-        tok, unk = self._tokenizer, self._unknown_id
-        if tok is None or unk is None:
-            return {}
-        start = (-self._seen) % UNKNOWN_SAMPLE_EVERY
-        self._seen += len(texts)
-        out: dict[int, tuple[int, int]] = {}
-        for i in range(start, len(texts), UNKNOWN_SAMPLE_EVERY):
-            ids = tok.encode(texts[i]).ids  # one at a time: no thread pool to wake for a few texts
-            out[i] = (ids.count(unk), len(ids))
-        return out
 
     def _export(self, s: Statistics, state: State) -> None:
         m = self.metrics

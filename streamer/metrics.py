@@ -191,6 +191,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.shadow_published = Counter(
+            "sentiwire_shadow_labels_published",
+            "Records sent to output.shadow_labels_topic, by result (ok | failed)",
+            ["result"],
+            registry=r,
+        )
         self.shadow_reloads = Counter(
             "sentiwire_shadow_reloads", "Shadow bundle loads by result", ["result"], registry=r
         )

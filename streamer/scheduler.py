@@ -28,6 +28,7 @@ from streamer.batching import BatchAccumulator
 from streamer.config import Settings
 from streamer.driftwatch import DriftWatch
 from streamer.flow import Flow, PipelineError
+from streamer.kafka.clients import make_producer
 from streamer.metrics import Metrics
 from streamer.model.classifier import BatchResult, Classifier
 from streamer.model.loading import WARMUP_TEXTS
@@ -70,7 +71,15 @@ class Scheduler:
         self._running: deque[_Running] = deque()
         self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sentiwire-infer")
         self.drift = DriftWatch(settings.drift, metrics)
-        self.shadow = Shadow(settings.model, metrics) if settings.model.shadow is not None else None
+        self.shadow = self._make_shadow(settings, metrics)
+
+    @staticmethod
+    def _make_shadow(settings: Settings, metrics: Metrics) -> Shadow | None:
+        if settings.model.shadow is None:
+            return None
+        topic = settings.output.shadow_labels_topic
+        producer = None if topic is None else make_producer(settings, transactional=False)
+        return Shadow(settings.model, metrics, labels_topic=topic, producer=producer)
 
     # ---------------------------------------------------------------- fed by the fetcher / rebalance
 
@@ -262,13 +271,14 @@ class Scheduler:
     def _after_publish(self, clf: Classifier, items: list[Item], result: BatchResult) -> None:
         """Drift monitor and shadow sample; neither may stop or slow the labels."""
         texts = [it.decoded.text for it in items if isinstance(it.decoded, TextMessage)]
+        sources = [it.decoded.source for it in items if isinstance(it.decoded, TextMessage)]
         try:
-            self.drift.observe(clf, texts, result)
+            self.drift.observe(clf, result)
         except Exception:
             log.exception("drift monitor failed on a batch")
         if self.shadow is not None:
             try:
-                self.shadow.offer(clf, texts, result)
+                self.shadow.offer(clf, texts, result, sources)
             except Exception:
                 log.exception("shadow sampling failed on a batch")
 

@@ -142,6 +142,12 @@ class FakeProducer:
         fut.set_result(None)
         return fut
 
+    async def start(self) -> None:
+        self.events.append("start")
+
+    async def stop(self) -> None:
+        self.events.append("stop")
+
     async def begin_transaction(self) -> None:
         self.events.append("begin")
 

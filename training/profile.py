@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamer.drift import PROFILE_KEY, Counts, Profile, unknown_token_id
+from streamer.drift import PROFILE_KEY, Counts, Profile
 from streamer.enums import Variant
 from streamer.model.bundle import load_bundle, read_manifest, write_manifest
 from streamer.model.classifier import Classifier
@@ -22,20 +22,14 @@ BATCH = 64
 def build_profile(clf: Classifier, texts: Sequence[str]) -> Profile:
     """The profile of ``texts`` as ``clf`` labels them (every text counted for unknown tokens)."""
     counts = Counts({h.name: h.labels for h in clf.bundle.heads})
-    unk_id = unknown_token_id(clf.bundle.tokenizer_path)
     pool = [t for t in texts if t.strip()]
     for start in range(0, len(pool), BATCH):
         batch = pool[start : start + BATCH]
         result = clf.run_batch(batch)
-        enc = clf.encode(batch)
-        if unk_id is None:
-            unknown = [0] * len(batch)
-        else:
-            unknown = [int(x) for x in ((enc.input_ids == unk_id) & (enc.attention_mask > 0)).sum(axis=1)]
-        for pred, trunc, unk, n in zip(
-            result.predictions, result.truncated, unknown, enc.lengths, strict=True
-        ):
-            counts.add(counts.features(pred), trunc, unk, int(n) if unk_id is not None else 0)
+        unknown = result.unknown or [0] * len(batch)  # empty: the tokenizer has no unknown token
+        tokens = result.tokens or [0] * len(batch)
+        for pred, trunc, unk, n in zip(result.predictions, result.truncated, unknown, tokens, strict=True):
+            counts.add(counts.features(pred), trunc, unk, n)
     return counts.profile()
 
 

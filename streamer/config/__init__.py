@@ -71,6 +71,16 @@ class Settings(BaseSettings):
             )
         if self.output.labels_topic == self.output.dead_letter_topic:
             raise ValueError("output.labels_topic and output.dead_letter_topic must differ")
+        shadow_topic = self.output.shadow_labels_topic
+        if shadow_topic is not None:
+            if self.model.shadow is None:
+                raise ValueError(
+                    "output.shadow_labels_topic needs model.shadow (a shadow bundle to label with)"
+                )
+            if shadow_topic in {*outputs, *self.input.topics}:
+                raise ValueError(
+                    f"output.shadow_labels_topic {shadow_topic!r} is also an input, labels or dead-letter topic"
+                )
         return self
 
     def transactional_id(self) -> str:

@@ -78,6 +78,9 @@ class OutputConfig(_Section):
     max_record_bytes: int = Field(default=1_000_000, gt=1024)
     linger_ms: int = Field(default=5, ge=0)
     compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    # With model.shadow: each sampled message's live and shadow labels, for offline analysis
+    # (README "Drift and shadow models"). At-least-once, off the publishing path; never read back.
+    shadow_labels_topic: str | None = None
 
 
 class ShadowConfig(_Section):

@@ -90,9 +90,11 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def make_producer(settings: Settings, *, transactional_id: str | None = None) -> AIOKafkaProducer:
+def make_producer(
+    settings: Settings, *, transactional_id: str | None = None, transactional: bool | None = None
+) -> AIOKafkaProducer:
     """Idempotent producer (acks=all); transactional under exactly_once (``transactional_id``,
-    default the configured prefix)."""
+    default the configured prefix) unless ``transactional`` is False (the shadow labels)."""
     kw: dict[str, Any] = {
         **client_kwargs(settings.kafka),
         "acks": "all",
@@ -101,7 +103,9 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None) ->
         "compression_type": settings.output.compression,
         "max_request_size": max(1_048_576, settings.input.max_message_bytes * 2 + _REQUEST_HEADROOM),
     }
-    if settings.delivery == Delivery.EXACTLY_ONCE:
+    if transactional is None:
+        transactional = settings.delivery == Delivery.EXACTLY_ONCE
+    if transactional:
         kw["transactional_id"] = transactional_id or settings.transactional_id()
         kw["transaction_timeout_ms"] = settings.exactly_once.transaction_timeout_ms
     return AIOKafkaProducer(**kw)

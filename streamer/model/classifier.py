@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ from streamer.model.errors import InferenceError
 from streamer.model.gate import run_gate
 from streamer.model.runtime import Runtime, build_runtime
 from streamer.model.selection import Choice, choose, probe
-from streamer.model.tokenizer import Encoded, encode, load_tokenizer
+from streamer.model.tokenizer import Encoded, encode, load_tokenizer, unknown_token_id
 
 log = structlog.get_logger("sentiwire.model")
 
@@ -41,10 +41,13 @@ class HeadPrediction:
 
 @dataclass(frozen=True, slots=True)
 class Cached:
-    """What the response cache keeps of a text: its labels and whether it was truncated."""
+    """What the response cache keeps of a text: its labels, whether it was truncated, and its
+    unknown and total token counts (what the drift monitor needs)."""
 
     predictions: dict[str, HeadPrediction]
     truncated: bool
+    unknown: int = 0
+    tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class BatchResult:
     padded_tokens: int  # tokens fed to the model, padding included
     cache_hits: int = 0  # texts answered by the response cache (repeats within the batch included)
     cache_evictions: int = 0
+    # Per text, unknown tokens and tokens (specials included; empty when the tokenizer has no
+    # unknown token): the drift monitor's unknown-token share, without tokenizing again.
+    unknown: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
 
     @property
     def padding_waste(self) -> float:
@@ -136,6 +143,7 @@ class Classifier:
             cache_entries, cache_max_bytes, ENTRY_OVERHEAD_BYTES + BYTES_PER_SCORE * labels
         )
         self._normalizer = self._tokenizer.normalizer
+        self.unknown_id = unknown_token_id(self._tokenizer)
 
     @property
     def needs_gate(self) -> bool:
@@ -196,8 +204,9 @@ class Classifier:
                 todo[key] = text
         run = self._run(list(todo.values()), bucket=bucket)
         evicted = 0
-        for key, pred, trunc in zip(todo, run.predictions, run.truncated, strict=True):
-            found[key] = Cached(pred, trunc)
+        counted = bool(run.unknown)
+        for i, (key, pred, trunc) in enumerate(zip(todo, run.predictions, run.truncated, strict=True)):
+            found[key] = Cached(pred, trunc, *((run.unknown[i], run.tokens[i]) if counted else (0, 0)))
             evicted += self.cache.put(key, found[key])
         return BatchResult(
             predictions=[dict(found[k].predictions) for k in keys],
@@ -208,6 +217,8 @@ class Classifier:
             padded_tokens=run.padded_tokens,
             cache_hits=len(keys) - len(todo),
             cache_evictions=evicted,
+            unknown=[found[k].unknown for k in keys] if self.unknown_id is not None else [],
+            tokens=[found[k].tokens for k in keys] if self.unknown_id is not None else [],
         )
 
     def _run(self, texts: Sequence[str], *, bucket: bool) -> BatchResult:
@@ -226,6 +237,7 @@ class Classifier:
                 probs[head][rows] = p
         t2 = time.perf_counter()
         padded = sum(len(rows) * max(int(enc.lengths[rows].max()), 1) for rows in buckets if len(rows))
+        unk = self.unknown_id
         return BatchResult(
             predictions=self.to_predictions(probs) if n else [],
             truncated=[bool(x) for x in enc.truncated],
@@ -233,4 +245,8 @@ class Classifier:
             infer_s=t2 - t1,
             real_tokens=int(sum(lengths)),
             padded_tokens=padded,
+            unknown=[]
+            if unk is None
+            else [int(x) for x in ((enc.input_ids == unk) & (enc.attention_mask > 0)).sum(axis=1)],
+            tokens=[] if unk is None else lengths,
         )

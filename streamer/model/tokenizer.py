@@ -29,6 +29,17 @@ class Encoded:
         return int(self.input_ids.shape[0])
 
 
+def unknown_token_id(tok: Tokenizer) -> int | None:
+    """The id of the tokenizer's unknown token ([UNK], <unk>), None if it has none."""
+    names = [getattr(tok.model, "unk_token", None), "[UNK]", "<unk>"]
+    for name in names:
+        if isinstance(name, str):
+            found = tok.token_to_id(name)
+            if found is not None:
+                return int(found)
+    return None
+
+
 def pad_token_of(tok: Tokenizer) -> tuple[int | None, str]:
     """The tokenizer's own padding token if configured, else [PAD] (BERT) or <pad> (MPNet, RoBERTa)."""
     configured = tok.padding

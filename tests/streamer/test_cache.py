@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
+from tokenizers import Tokenizer
 
 from streamer.config import ModelConfig
 from streamer.metrics import Metrics
@@ -116,3 +117,18 @@ async def test_pipeline_counts_hits_and_misses(tiny_bundle: Path, tmp_path: Path
         orjson.loads(v)["labels"]["sentiment"]["label"] for t, v in producer.sent if t == "labels" and v
     }
     assert len(labels) == 1
+
+
+def test_unknown_and_token_counts_come_with_the_labels_cached_or_not(tiny_bundle: Path) -> None:
+    """The drift monitor's unknown-token share reads these, so a cache hit must carry them too."""
+    clf = Classifier(load_bundle(tiny_bundle), cache_entries=100, cache_max_bytes=1 << 20)
+    assert clf.unknown_id is not None
+    texts = ["Shares of ACME rose 5% ☃☃☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "plain words only"]
+    tok = Tokenizer.from_file(str(clf.bundle.tokenizer_path))
+    want = [(ids.count(clf.unknown_id), len(ids)) for ids in (tok.encode(t).ids for t in texts)]
+    assert want[0][0] > 0  # the symbols are not in the tiny vocabulary
+    first = clf.run_batch(texts)
+    assert list(zip(first.unknown, first.tokens, strict=True)) == want
+    again = clf.run_batch(texts)  # every text from the cache
+    assert again.cache_hits == 2
+    assert list(zip(again.unknown, again.tokens, strict=True)) == want

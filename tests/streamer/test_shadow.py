@@ -6,15 +6,19 @@ import asyncio
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from streamer.config import ConfigError, ModelConfig, ShadowConfig
 from streamer.metrics import Metrics
 from streamer.model.bundle import Bundle, HeadSpec
 from streamer.model.classifier import BatchResult, Classifier, HeadPrediction
+from streamer.records import Source
 from streamer.shadow import Shadow, shadow_model_config
+from streamer.testing import FakeProducer
 from tests.streamer.helpers import settings_from
 
 HEADS: list[dict[str, object]] = [{"name": "sentiment", "labels": ["negative", "neutral", "positive"]}]
@@ -180,3 +184,90 @@ async def test_the_shadow_reloads_on_its_own_and_survives_a_bad_bundle(tmp_path:
     assert value(shadow, "sentiwire_shadow_info", name="fake", version="1") is None
     assert loads == ["1", "broken", "2"]
     await shadow.close()
+
+
+async def loaded(shadow: Shadow) -> None:
+    for _ in range(100):
+        if shadow.current is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the shadow bundle did not load")
+
+
+class BrokenProducer(FakeProducer):
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, headers: Any = None
+    ) -> Any:
+        raise KafkaConnectionError("broker gone")
+
+
+async def test_shadow_labels_topic_gets_each_compared_message_with_its_source(tmp_path: Path) -> None:
+    live_dir = manifest_dir(tmp_path / "b", HEADS)
+    cfg = ModelConfig(
+        path=live_dir, reload_interval_s=0, shadow=ShadowConfig(path=live_dir, sample_fraction=1.0)
+    )
+    for producer, outcome in ((FakeProducer(), "ok"), (BrokenProducer(), "failed")):
+        shadow = Shadow(
+            cfg,
+            Metrics(CollectorRegistry()),
+            loader=lambda _: FakeClassifier("positive"),  # type: ignore[arg-type, return-value]
+            labels_topic="shadow-labels",
+            producer=producer,
+        )
+        shadow.start()  # loads the bundle (its watcher) and starts the producer
+        await loaded(shadow)
+        live: Classifier = FakeClassifier("live")  # type: ignore[assignment]
+        sources = [Source("news", 2, 40 + i, 1_700_000_000_000 + i, key=f"k{i}".encode()) for i in range(2)]
+        shadow.offer(live, ["a", "b"], result(["positive", "negative"]), sources)
+        await asyncio.gather(*shadow._running)
+        assert value(shadow, "sentiwire_shadow_labels_published_total", result=outcome) == 2
+        assert shadow.agreement() == {"sentiment": 0.5}  # compared either way
+        await shadow.close()
+        assert producer.events[0] == "start"
+        assert producer.events[-1] == "stop"
+    good = FakeProducer()
+    shadow = Shadow(
+        cfg,
+        Metrics(CollectorRegistry()),
+        loader=lambda _: FakeClassifier("positive"),  # type: ignore[arg-type, return-value]
+        labels_topic="shadow-labels",
+        producer=good,
+    )
+    shadow.start()
+    await loaded(shadow)
+    shadow.offer(live, ["a", "b"], result(["positive", "negative"]), sources)
+    await asyncio.gather(*shadow._running)
+    await shadow.close()
+    assert [t for t, _ in good.sent] == ["shadow-labels"] * 2
+    assert good.keys == [b"k0", b"k1"]
+    docs = [json.loads(v or b"") for _, v in good.sent]
+    assert docs[1]["source"] == {
+        "topic": "news",
+        "partition": 2,
+        "offset": 41,
+        "timestamp": 1_700_000_000_001,
+    }
+    assert docs[1]["live"]["model"] == {"name": "fake", "version": "live"}
+    assert docs[1]["shadow"]["model"] == {"name": "fake", "version": "positive"}
+    assert docs[1]["live"]["labels"]["sentiment"]["label"] == "negative"
+    assert docs[1]["shadow"]["labels"]["sentiment"] == {"label": "positive", "score": 0.9}
+    assert [d["agree"] for d in docs] == [{"sentiment": True}, {"sentiment": False}]
+
+
+def test_shadow_labels_topic_needs_a_shadow_and_its_own_topic(tmp_path: Path) -> None:
+    live = manifest_dir(tmp_path / "live", HEADS)
+    with pytest.raises(ConfigError, match=r"output.shadow_labels_topic needs model.shadow"):
+        settings_from(tmp_path, {"model": {"path": str(live)}, "output": {"shadow_labels_topic": "s"}})
+    with pytest.raises(ConfigError, match=r"output.shadow_labels_topic 'labels' is also"):
+        settings_from(
+            tmp_path,
+            {
+                "model": {"path": str(live), "shadow": {"path": str(live)}},
+                "output": {"labels_topic": "labels", "shadow_labels_topic": "labels"},
+            },
+        )
+    ok = settings_from(
+        tmp_path,
+        {"model": {"path": str(live), "shadow": {"path": str(live)}}, "output": {"shadow_labels_topic": "s"}},
+    )
+    assert ok.output.shadow_labels_topic == "s"

@@ -1,5 +1,6 @@
 """Shadow on a real broker: the live bundle as its own shadow agrees 1.0, and the published labels
-are the same bytes (but for processed_at) with and without a shadow, in input order. (Keyless
+are the same bytes (but for processed_at) with and without a shadow, in input order; each compared
+message is on the shadow labels topic. (Keyless
 labels go to any labels partition, so records are matched by their input position.)"""
 
 from __future__ import annotations
@@ -69,18 +70,22 @@ async def test_shadow_agrees_with_itself_and_changes_no_published_byte(
 ) -> None:
     live = tiny_bundle_factory("shadow-live", tmp_path / "live")
     same = tiny_bundle_factory("shadow-live", tmp_path / "same")  # the same weights, another copy
-    topic, dlq = kafka_topic_factory(2), kafka_topic_factory(1)
+    topic, dlq, shadow_labels = kafka_topic_factory(2), kafka_topic_factory(1), kafka_topic_factory(1)
     texts = real_texts(shared_data, 300, long_texts=10)
     await produce(kafka_bootstrap, topic, json_messages(texts))
     outputs = {}
+    shadowed: list[Any] = []
+    compared = 0.0
     for run, shadow in (
         ("plain", None),
         ("shadowed", {"path": str(same), "sample_fraction": 1.0, "max_in_flight": 2}),
     ):
         labels = kafka_topic_factory(2)
         model: dict[str, Any] = {"path": str(live)}
+        output: dict[str, Any] = {}
         if shadow is not None:
             model["shadow"] = shadow
+            output["shadow_labels_topic"] = shadow_labels
         cfg = daemon_config(
             bootstrap=kafka_bootstrap,
             bundle=live,
@@ -89,6 +94,7 @@ async def test_shadow_agrees_with_itself_and_changes_no_published_byte(
             dlq=dlq,
             group=f"g-{run}",
             model=model,
+            output=output,
             # One text per batch: a text's scores then never depend on which texts shared its
             # batch (padding moves the last float bits), so two runs can be compared byte for byte.
             batching={"max_batch_size": 1, "max_wait_ms": 0},
@@ -114,7 +120,21 @@ async def test_shadow_agrees_with_itself_and_changes_no_published_byte(
                 compared, dropped = totals["sentiwire_shadow_compared"], totals["sentiwire_shadow_dropped"]
                 assert compared > 0
                 assert compared + dropped == len(texts)  # every sample compared or counted as dropped
+                published = {"result": "ok"}
+                for _ in range(100):
+                    if reg.get_sample_value("sentiwire_shadow_labels_published_total", published) == compared:
+                        break
+                    await asyncio.sleep(0.1)
+                assert reg.get_sample_value("sentiwire_shadow_labels_published_total", published) == compared
+                shadowed = await consume_all(kafka_bootstrap, shadow_labels, int(compared), timeout_s=30)
         assert daemon.exit_code == 0
     assert len(outputs["plain"]) == len(texts)
     assert _by_source(outputs["plain"]) == _by_source(outputs["shadowed"])  # the same bytes
     assert all(_in_order(out) for out in outputs.values())  # in input order
+    # Every compared message on the shadow labels topic, named by its input position, agreeing.
+    docs = [orjson.loads(r.value) for r in shadowed]
+    positions = {(d["source"]["partition"], d["source"]["offset"]) for d in docs}
+    assert len(positions) == len(docs) == compared
+    assert positions <= set(_by_source(outputs["plain"]))
+    assert all(d["agree"] == {"sentiment": True, "topic": True} for d in docs)
+    assert {d["shadow"]["model"]["version"] for d in docs} == {"shadow-live"}
