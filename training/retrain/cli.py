@@ -1,4 +1,4 @@
-"""The ``sentiwire retrain`` command: options in, one summary (or the dry-run recipe) out."""
+"""The ``sentiwire retrain`` and ``sentiwire promote`` commands: options in, one summary out."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from training.retrain.corrections import read_corrections
 from training.retrain.errors import CandidateFailed, RetrainError
 from training.retrain.registry import adopt
 from training.retrain.run import RetrainOptions, retrain
+from training.retrain.shadowing import PromoteOptions, promote_shadow
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -32,11 +33,19 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def summary(record: Mapping[str, Any]) -> str:
-    """The decision in one line (PROMOTED / REFUSED / FAILED / NOTHING TO DO), then per-head scores."""
+    """The decision in one line (PROMOTED / SHADOWED / REFUSED / FAILED / NOTHING TO DO), then per-head scores."""
     d = record["decision"]
     if record.get("skipped"):
         return f"NOTHING TO DO: {d['reason']}; {record['current']['version']} keeps serving"
-    verdict = "PROMOTED" if d["promote"] else "FAILED" if d.get("failed") else "REFUSED"
+    verdict = (
+        "PROMOTED"
+        if d["promote"]
+        else "SHADOWED"
+        if d.get("shadowed")
+        else "FAILED"
+        if d.get("failed")
+        else "REFUSED"
+    )
     lines = [
         f"{verdict}: {record['candidate']['version']} (current {record['current']['version']}): {d['reason']}"
     ]
@@ -99,11 +108,18 @@ def register(app: typer.Typer) -> None:
                 "--adopt", help="first move a plain bundle dir at --served to versions/<v> and link it"
             ),
         ] = False,
+        shadow: Annotated[
+            Path | None,
+            typer.Option(
+                help="a passing candidate goes to this symlink (the daemons' model.shadow.path), "
+                "not to --served; `sentiwire promote` decides"
+            ),
+        ] = None,
     ) -> None:
         """Retrain from the served bundle's recipe plus new labels; promote only if no head gets worse.
 
-        Exit 0 promoted (or nothing to do), 4 refused, 1 the candidate failed (training, export),
-        2 bad input, 3 Kafka unreachable, 130 interrupted.
+        Exit 0 promoted or shadowed (or nothing to do), 4 refused, 1 the candidate failed
+        (training, export), 2 bad input, 3 Kafka unreachable, 130 interrupted.
         """
         from training.data import parse_source
 
@@ -130,6 +146,7 @@ def register(app: typer.Typer) -> None:
                     keep_rejected=keep_rejected,
                     variant=variant,
                     dry_run=dry_run,
+                    shadow=shadow,
                 )
                 record = retrain(opts)
         except CandidateFailed as exc:
@@ -145,5 +162,73 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(record, indent=2))
             return
         typer.echo(summary(record))
+        d = record["decision"]
+        if not record.get("skipped") and not d["promote"] and not d.get("shadowed"):
+            raise typer.Exit(int(ExitCode.REFUSED))
+
+
+def promote_summary(record: Mapping[str, Any]) -> str:
+    """The promote decision in one line (PROMOTED / REFUSED), then per-head samples and agreement."""
+    d = record["decision"]
+    cand, cur = record["candidate"]["version"], record["current"]["version"]
+    if record.get("skipped"):
+        return f"NOTHING TO DO: {d['reason']}; {cur} keeps serving"
+    if d["promote"]:
+        lines = [f"PROMOTED: {cand} (was {cur}): {d['reason']}"]
+    else:
+        lines = [f"REFUSED: {cand} stays a shadow, {cur} keeps serving: {d['reason']}"]
+    if d["heads"]:
+        lines.append(f"{'head':<12} {'samples':>8} {'agreement':>10}")
+        for h, e in d["heads"].items():
+            agreement = "-" if e["agreement"] is None else f"{e['agreement']:.4f}"
+            lines.append(f"{h:<12} {e['samples']:>8} {agreement:>10}")
+    return "\n".join(lines)
+
+
+def register_promote(app: typer.Typer) -> None:
+    """Attach ``sentiwire promote``."""
+
+    @app.command("promote")
+    def promote_cmd(
+        served: Annotated[Path, typer.Option(help="served bundle symlink")] = Path("models/current"),
+        shadow: Annotated[
+            Path, typer.Option(help="shadow symlink (`retrain --shadow`, the daemons' model.shadow.path)")
+        ] = Path("models/shadow"),
+        metrics_url: Annotated[
+            list[str] | None,
+            typer.Option(help="a daemon's /metrics URL (repeatable: every replica running the shadow)"),
+        ] = None,
+        min_samples: Annotated[int, typer.Option(help="fewest compared samples per head")] = 1000,
+        min_agreement: Annotated[
+            float, typer.Option(help="lowest share of labels equal to the served model's, per head")
+        ] = 0.9,
+        force: Annotated[
+            bool, typer.Option(help="promote whatever the evidence says (still recorded)")
+        ] = False,
+        timeout: Annotated[float, typer.Option(help="seconds to wait for each /metrics")] = 10.0,
+    ) -> None:
+        """Promote the shadow's bundle to served if every head has enough samples and agreement.
+
+        Exit 0 promoted (or the shadow is already served), 4 refused, 3 metrics unreadable or not
+        about this shadow, 2 bad input, 130 interrupted. Every decision goes to history.jsonl.
+        """
+        opts = PromoteOptions(
+            served=served,
+            shadow=shadow,
+            metrics_urls=list(metrics_url or []),
+            min_samples=min_samples,
+            min_agreement=min_agreement,
+            force=force,
+            timeout_s=timeout,
+        )
+        try:
+            record = promote_shadow(opts)
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted; nothing was promoted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except SentiwireError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(int(exit_code_for(exc))) from None
+        typer.echo(promote_summary(record))
         if not record.get("skipped") and not record["decision"]["promote"]:
             raise typer.Exit(int(ExitCode.REFUSED))

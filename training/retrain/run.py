@@ -1,7 +1,9 @@
 """One retrain, start to end: new data, candidate recipe, training, scoring, decision, promotion.
 
-Under the models directory's lock; every decision (promoted or refused) is appended to
-``history.jsonl``; a refused candidate and its data are removed unless ``keep_rejected``.
+Under the models directory's lock; every decision (promoted, shadowed or refused) is appended
+to ``history.jsonl``; a refused candidate and its data are removed unless ``keep_rejected``.
+With ``shadow``, a candidate that passes the gate is kept in ``versions/<v>`` and the shadow
+link (not the served one) points at it: the daemons' shadow comparison decides the promotion.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from training.retrain.errors import CandidateFailed, RetrainError
 from training.retrain.newdata import prepare_data, rebase_recipe_data
 from training.retrain.registry import ModelsDir, append_history, locked, read_history, swap_symlink
 from training.retrain.scoring import SERVED_HOLDOUT, HoldoutPlan, evaluate, plan_holdout
+from training.retrain.shadowing import check_shadow_link
 
 if TYPE_CHECKING:
     from streamer.model.bundle import Bundle
@@ -45,6 +48,7 @@ class RetrainOptions:
     keep_rejected: bool = False
     variant: Variant = Variant.FP32
     dry_run: bool = False
+    shadow: Path | None = None  # a passing candidate goes here (a symlink), not to ``served``
 
 
 def candidate_config(
@@ -92,6 +96,8 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
 
     md = ModelsDir(opts.served)
     md.check()
+    if opts.shadow is not None:
+        check_shadow_link(opts.shadow, opts.served)
     with locked(md.root):
         started = time.monotonic()
         current = load_bundle(opts.served, verify=True)
@@ -176,9 +182,17 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
         record["decision"] = decision.to_json()
         if not decision.promote:
             return _not_promoted(md, record, opts, started)
+        if opts.shadow is not None:
+            # Passed the gate, but the daemons' shadow decides (`sentiwire promote`).
+            record["decision"].update(
+                promote=False,
+                shadowed=True,
+                reason=f"{decision.reason}; shadowed at {opts.shadow} (`sentiwire promote` decides)",
+            )
+            record["shadow_link"] = str(opts.shadow)
         record["seconds"] = round(time.monotonic() - started, 1)
         _promote(md, current, version, record)
-        swap_symlink(opts.served, Path(record["candidate"]["path"]))
+        swap_symlink(opts.shadow or opts.served, Path(record["candidate"]["path"]))
         append_history(md.history, record)
         return record
 
