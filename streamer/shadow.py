@@ -179,8 +179,10 @@ class Shadow:
             )
             return False
         self.current, self._fp, self._failed = clf, fp, None
-        self._agree = {}
+        self._agree = {}  # every per-version series starts again: promote reads them as this version's
         self.metrics.shadow_agreement.clear()
+        self.metrics.shadow_compared.clear()
+        self.metrics.shadow_confidence.clear()
         self.metrics.shadow_info.clear()
         self.metrics.shadow_info.labels(name=clf.bundle.name, version=clf.bundle.version).set(1)
         self.metrics.shadow_reloads.labels(result="success").inc()

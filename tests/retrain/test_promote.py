@@ -69,8 +69,8 @@ def test_a_head_never_compared_or_no_head_at_all_refuses() -> None:
 
 
 def test_replicas_sum_samples_and_weight_agreement_by_them() -> None:
-    a = ReplicaEvidence("a", ("m", "v2"), ("m", "v1"), {"sentiment": 300.0}, {"sentiment": 1.0}, 1)
-    b = ReplicaEvidence("b", ("m", "v2"), ("m", "v1"), {"sentiment": 100.0}, {"sentiment": 0.6}, 1)
+    a = ReplicaEvidence("a", ("m", "v2"), ("m", "v1"), {"sentiment": 300.0}, {"sentiment": 1.0})
+    b = ReplicaEvidence("b", ("m", "v2"), ("m", "v1"), {"sentiment": 100.0}, {"sentiment": 0.6})
     (head,) = combine([a, b], ["sentiment"])
     assert head.samples == 400
     assert head.agreement == pytest.approx((300 * 1.0 + 100 * 0.6) / 400)
@@ -82,14 +82,14 @@ def test_replicas_sum_samples_and_weight_agreement_by_them() -> None:
 
 
 def _metrics_text(
-    *, shadow: str | None = "v2", served: str = "v1", compared: int = 10, agree: int = 9, loads: int = 1
+    *, shadow: str | None = "v2", served: str = "v1", compared: int = 10, agree: int = 9
 ) -> str:
     """A real /metrics exposition: the daemon's own Metrics, filled the way streamer/shadow.py does."""
     m = Metrics(CollectorRegistry())
     m.set_model("m", served, "CPUExecutionProvider", "fp32")
     if shadow is not None:
         m.shadow_info.labels(name="m", version=shadow).set(1)
-        m.shadow_reloads.labels(result="success").inc(loads)
+        m.shadow_reloads.labels(result="success").inc()
         for head in ("sentiment", "topic"):
             m.shadow_compared.labels(head=head, live="a", shadow="a").inc(agree)
             m.shadow_compared.labels(head=head, live="a", shadow="b").inc(compared - agree)
@@ -101,7 +101,6 @@ def test_parse_a_real_metrics_text() -> None:
     r = parse_metrics("u", _metrics_text(compared=40, agree=30))
     assert r.shadow == ("m", "v2")
     assert r.served == ("m", "v1")
-    assert r.loads == 1
     assert r.samples == {"sentiment": 40.0, "topic": 40.0}
     assert r.agreement == {"sentiment": 0.75, "topic": 0.75}
     check_replicas([r], ("m", "v2"), ("m", "v1"))  # about this shadow beside this served model
@@ -113,7 +112,6 @@ def test_parse_a_real_metrics_text() -> None:
         (_metrics_text(shadow=None), "no shadow loaded"),
         (_metrics_text(shadow="v9"), "shadow is m v9"),
         (_metrics_text(served="v0"), "serves m v0"),
-        (_metrics_text(loads=2), "loaded 2 shadow versions"),
     ],
 )
 def test_evidence_about_another_model_is_unavailable(text: str, message: str) -> None:

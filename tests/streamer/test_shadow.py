@@ -271,3 +271,23 @@ def test_shadow_labels_topic_needs_a_shadow_and_its_own_topic(tmp_path: Path) ->
         {"model": {"path": str(live), "shadow": {"path": str(live)}}, "output": {"shadow_labels_topic": "s"}},
     )
     assert ok.output.shadow_labels_topic == "s"
+
+
+async def test_a_new_shadow_version_starts_every_comparison_series_again(tmp_path: Path) -> None:
+    """``sentiwire promote`` reads these series as the loaded version's evidence."""
+    versions = iter(["1", "2"])
+    path = manifest_dir(tmp_path / "b", HEADS)
+    cfg = ModelConfig(path=path, reload_interval_s=0, shadow=ShadowConfig(path=path, sample_fraction=1.0))
+    shadow = Shadow(cfg, Metrics(CollectorRegistry()), loader=lambda _: FakeClassifier(next(versions)))  # type: ignore[arg-type, return-value]
+    assert await shadow.check_once()
+    live: Classifier = FakeClassifier("1")  # type: ignore[assignment]
+    shadow.offer(live, ["a", "b"], result(["1", "x"]))
+    await asyncio.gather(*shadow._running)
+    compared = {"head": "sentiment", "live": "1", "shadow": "1"}
+    assert value(shadow, "sentiwire_shadow_compared_total", **compared) == 1
+    (path / "bundle.json").write_text(json.dumps({"version": "2", "heads": HEADS}), encoding="utf-8")
+    assert await shadow.check_once()
+    assert value(shadow, "sentiwire_shadow_compared_total", **compared) is None
+    assert value(shadow, "sentiwire_shadow_agreement", head="sentiment") is None
+    assert value(shadow, "sentiwire_shadow_confidence_count", head="sentiment", model="shadow") is None
+    await shadow.close()

@@ -20,7 +20,6 @@ from streamer.errors import UnavailableError
 SHADOW_INFO = "sentiwire_shadow_info"
 SHADOW_COMPARED = "sentiwire_shadow_compared_total"
 SHADOW_AGREEMENT = "sentiwire_shadow_agreement"
-SHADOW_RELOADS = "sentiwire_shadow_reloads_total"
 MODEL_INFO = "sentiwire_model_info"
 
 
@@ -37,7 +36,6 @@ class ReplicaEvidence:
     served: tuple[str, str] | None  # (name, version) from sentiwire_model_info
     samples: dict[str, float] = field(default_factory=dict)  # head -> compared
     agreement: dict[str, float] = field(default_factory=dict)  # head -> share of equal labels
-    loads: int = 0  # successful shadow loads since the daemon started
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,7 +56,6 @@ def parse_metrics(url: str, text: str) -> ReplicaEvidence:
     served: tuple[str, str] | None = None
     samples: dict[str, float] = {}
     agreement: dict[str, float] = {}
-    loads = 0.0
     try:
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -70,11 +67,9 @@ def parse_metrics(url: str, text: str) -> ReplicaEvidence:
                     samples[s.labels["head"]] = samples.get(s.labels["head"], 0.0) + s.value
                 elif s.name == SHADOW_AGREEMENT and "head" in s.labels:
                     agreement[s.labels["head"]] = s.value
-                elif s.name == SHADOW_RELOADS and s.labels.get("result") == "success":
-                    loads += s.value
     except ValueError as exc:
         raise EvidenceUnavailable(f"{url}: not a Prometheus text exposition ({exc})") from exc
-    return ReplicaEvidence(url, shadow, served, samples, agreement, int(loads))
+    return ReplicaEvidence(url, shadow, served, samples, agreement)
 
 
 def scrape(url: str, timeout_s: float = 10.0) -> ReplicaEvidence:
@@ -104,13 +99,6 @@ def check_replicas(
             raise EvidenceUnavailable(
                 f"{r.url}: the daemon serves {r.served[0]} {r.served[1]}, the served link points at "
                 f"{served[0]} {served[1]}: its agreement is against another model"
-            )
-        if r.loads > 1:
-            # sentiwire_shadow_agreement restarts at each shadow load; the compared counts do not.
-            raise EvidenceUnavailable(
-                f"{r.url}: the daemon has loaded {r.loads} shadow versions since it started and "
-                f"{SHADOW_COMPARED} counts the samples of all of them, so this version's count is "
-                "unknown: restart it and let it sample again"
             )
 
 
