@@ -88,6 +88,25 @@ def test_candidate_that_breaks_an_unlabeled_head_is_refused(
     assert record["holdout"]["topic"][0].startswith(str(served.resolve() / "holdout"))
 
 
+def test_a_scoring_setup_that_cannot_run_is_bad_input_before_training(
+    two_head_bundle: Path, retrain_splits: Splits, tmp_path: Path
+) -> None:
+    """--variant/--precision/--runtime are the daemon's; a combination it refuses is exit 2 at
+    once, not a failed candidate after minutes of training."""
+    served = served_copy(two_head_bundle, tmp_path / "models")
+    new = f"sentiment={retrain_splits.new_good}"
+    result = _retrain("--served", str(served), "--data", new, "--variant", "int8", "--precision", "fp32")
+    _no_traceback(result)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--variant=int8 and --precision=fp32 disagree" in result.output
+    assert not (tmp_path / "models" / "candidates").exists() or not any(
+        (tmp_path / "models" / "candidates").iterdir()
+    )
+    assert not (tmp_path / "models" / "history.jsonl").exists()
+    dry = _retrain("--served", str(served), "--data", new, "--precision", "int8", "--dry-run")
+    assert dry.exit_code == ExitCode.OK, dry.output  # int8 alone: the int8 graph, as the config
+
+
 def test_candidate_without_a_served_head_is_refused_before_training(
     two_head_bundle: Path, retrain_splits: Splits, tmp_path: Path
 ) -> None:

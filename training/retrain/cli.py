@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streamer.enums import Variant
+from streamer.enums import Precision, Runtime, Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 from training.retrain.corrections import read_corrections
 from training.retrain.errors import CandidateFailed, RetrainError
@@ -98,7 +98,20 @@ def register(app: typer.Typer) -> None:
         keep_rejected: Annotated[
             bool, typer.Option(help="keep a refused candidate under candidates/")
         ] = False,
-        variant: Annotated[Variant, typer.Option(help="model variant scored on the holdout")] = Variant.FP32,
+        variant: Annotated[
+            Variant | None,
+            typer.Option(
+                help="ONNX graph scored on the holdout, as model.variant (default: follows --precision, else fp32)"
+            ),
+        ] = None,
+        precision: Annotated[
+            Precision | None,
+            typer.Option(help="arithmetic scored in, as model.precision (default: follows --variant)"),
+        ] = None,
+        runtime: Annotated[
+            Runtime,
+            typer.Option(help="inference engine scored on, as model.runtime (auto: chosen per hardware)"),
+        ] = Runtime.AUTO,
         dry_run: Annotated[
             bool, typer.Option(help="prepare data and print the candidate recipe; train nothing")
         ] = False,
@@ -145,6 +158,8 @@ def register(app: typer.Typer) -> None:
                     overrides=_parse_overrides(set_ or []),
                     keep_rejected=keep_rejected,
                     variant=variant,
+                    precision=precision,
+                    runtime=runtime,
                     dry_run=dry_run,
                     shadow=shadow,
                 )

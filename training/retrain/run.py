@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamer.enums import Variant
+from streamer.enums import Precision, Runtime, Variant
 from streamer.errors import ExitCode, SentiwireError, exit_code_for
 from training.retrain.decision import decide
 from training.retrain.errors import CandidateFailed, RetrainError
@@ -46,7 +46,10 @@ class RetrainOptions:
     data_root: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     keep_rejected: bool = False
-    variant: Variant = Variant.FP32
+    # Scored as the daemons serve: model.variant / precision / runtime (None: follows the other).
+    variant: Variant | None = None
+    precision: Precision | None = None
+    runtime: Runtime = Runtime.AUTO
     dry_run: bool = False
     shadow: Path | None = None  # a passing candidate goes here (a symlink), not to ``served``
 
@@ -125,6 +128,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
         try:
             cfg = candidate_config(current, opts, prep.train, cand_dir)
             plan = plan_holdout(current, prep.holdout, prep.given)
+            check_scoring(current, opts)
         except BaseException:
             shutil.rmtree(data_dir, ignore_errors=True)
             raise
@@ -162,7 +166,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
             }
             return _not_promoted(md, record, opts, started)
         try:
-            cur_metrics, cand_metrics = _train_and_score(current, cfg, plan, opts.variant)
+            cur_metrics, cand_metrics = _train_and_score(current, cfg, plan, opts)
         except KeyboardInterrupt:
             _remove_candidate(md, version)
             raise
@@ -215,16 +219,31 @@ def refusal_before_training(
     return None
 
 
+def check_scoring(current: Bundle, opts: RetrainOptions) -> None:
+    """Load the served bundle as it will be scored, before minutes of training: a variant and
+    precision that disagree, or a runtime not installed, is bad input named by its option."""
+    from streamer.model.errors import InferenceError
+    from training.evaluate import load_offline_classifier
+
+    try:
+        load_offline_classifier(
+            current.path, variant=opts.variant, precision=opts.precision, runtime=opts.runtime
+        )
+    except InferenceError as exc:
+        raise RetrainError(str(exc)) from None
+
+
 def _train_and_score(
-    current: Bundle, cfg: TrainConfig, plan: HoldoutPlan, variant: Variant
+    current: Bundle, cfg: TrainConfig, plan: HoldoutPlan, opts: RetrainOptions
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from streamer.model.bundle import load_bundle
     from training.trainer import train
 
     cand_dir = train(cfg)
     cand_heads = {h.name for h in load_bundle(cand_dir, verify=False).heads}
-    cur_metrics = evaluate(current.path, plan.sources, variant)
-    cand_metrics = evaluate(cand_dir, plan.sources, variant, heads=cand_heads)
+    how: dict[str, Any] = {"precision": opts.precision, "runtime": opts.runtime}
+    cur_metrics = evaluate(current.path, plan.sources, opts.variant, **how)
+    cand_metrics = evaluate(cand_dir, plan.sources, opts.variant, heads=cand_heads, **how)
     return cur_metrics, cand_metrics
 
 
