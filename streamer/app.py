@@ -281,7 +281,13 @@ class Daemon:
         s = self.settings
         if not s.alerts.enabled:
             return None
-        engine = AlertEngine(s.alerts, s.kafka, s.output.labels_topic, serving_group=s.input.group_id)
+        engine = AlertEngine(
+            s.alerts,
+            s.kafka,
+            s.output.labels_topic,
+            serving_group=s.input.group_id,
+            input_topics=s.input.topics,
+        )
         self.alerts = engine
         await engine.start()
         log.info("alert engine started", alerts_topic=s.alerts.alerts_topic)

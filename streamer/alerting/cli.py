@@ -44,7 +44,11 @@ async def run_alerts(settings: Settings) -> int:
     # Asked for explicitly: run even if the daemon's own in-process engine is off.
     alerts = settings.alerts.model_copy(update={"enabled": True})
     engine = AlertEngine(
-        alerts, settings.kafka, settings.output.labels_topic, serving_group=settings.input.group_id
+        alerts,
+        settings.kafka,
+        settings.output.labels_topic,
+        serving_group=settings.input.group_id,
+        input_topics=settings.input.topics,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

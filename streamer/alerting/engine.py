@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -81,11 +81,15 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         on_event: Callable[[AlertEvent], None] | None = None,
         serving_group: str | None = None,
+        input_topics: Sequence[str] = (),
     ) -> None:
         """``serving_group`` is the daemon's consumer group (``input.group_id``): its backlog
-        keeps quiet input partitions waited for (``backlog``); None judges idleness by wall clock."""
+        keeps quiet input partitions waited for (``backlog``); None judges idleness by wall clock.
+        ``input_topics`` (``input.topics``): their partitions are waited for from the start, so a
+        partition the daemon has not labeled yet when the engine replays is not late later."""
         self.config = config
         self.serving_group = serving_group
+        self.input_topics = list(input_topics)
         self.kafka = kafka
         self.labels_topic = labels_topic
         self.metrics = metrics if metrics is not None else default_metrics()
@@ -144,6 +148,7 @@ class AlertEngine:
             self._published = await self._read_state_topic()
             await self._recover_unrecorded()
             self._publisher.published = self._published
+            await self._expect_sources(set(self.input_topics))
             await self._replay()
             await self._reconcile()
             await self._expect_sources(self._sources_in_lanes())

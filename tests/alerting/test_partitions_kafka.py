@@ -188,3 +188,39 @@ async def test_quiet_partition_with_a_backlog_is_waited_for_until_worked_or_stal
         assert registry.get_sample_value("sentiwire_alert_input_backlog_records") == 5
     finally:
         await engine.stop()
+
+
+async def test_an_input_partition_not_labeled_yet_at_start_up_is_waited_for(
+    kafka_bootstrap: str, kafka_topic_factory: Callable[..., str], shared_data: Path
+) -> None:
+    """The daemon starts its engine while it works a backlog: news-2 has no label yet when the
+    engine replays. Told the daemon's input topics, the engine waits for news-2 from the start,
+    so its labels, minutes behind the others, are on time; without, they are late."""
+    news = kafka_topic_factory(3, prefix="news")
+    sb = StreamBuilder(load_corpus(shared_data), topic=news)
+    now_ms = int(time.time() * 1000)
+    stream = sb.calm(now_ms - 300_000, 240, every_s=0.2)
+    first = [r for r in stream if r["source"]["partition"] != 2]
+    later = [r for r in stream if r["source"]["partition"] == 2]
+    late: dict[bool, int] = {}
+    for told in (True, False):
+        labels = kafka_topic_factory(1, prefix="labels")
+        await produce(kafka_bootstrap, labels, first)
+        cfg = fast_config(idle_advance_s=120.0)
+        engine = AlertEngine(
+            cfg,
+            KafkaConfig(bootstrap_servers=kafka_bootstrap),
+            labels,
+            AlertMetrics(CollectorRegistry()),
+            input_topics=[news] if told else [],
+        )
+        await engine.start()
+        try:
+            await produce(kafka_bootstrap, labels, later)
+            stats = engine.detector.stats
+            await wait_for(lambda: stats.records == len(stream), 30, "every label read")  # noqa: B023
+            late[told] = stats.late
+        finally:
+            await engine.stop()
+    assert late[True] == 0
+    assert late[False] > len(later) // 2  # what the engine did before it was told
