@@ -196,13 +196,16 @@ class AlertProcess:
 
 
 async def wait_counted(port: int, n: int, timeout_s: float, what: str) -> dict[str, float]:
-    """Until the engine behind ``port`` has counted ``n`` labels; the failure names every outcome."""
+    """Until the engine behind ``port`` has an outcome for ``n`` labels (the caller asserts that
+    all were counted); a timeout names every outcome."""
     last: dict[str, float] = {}
 
     def check() -> dict[str, float] | None:
         nonlocal last
         last = engine_outcomes(port) or last
-        return last if last.get("counted", 0) >= n else None
+        # Every input has its one outcome (counted, or dropped with a reason): waiting cannot help.
+        settled = sum(last.get(k, 0) for k in ("counted", "late", "capped", "invalid"))
+        return last if settled >= n else None
 
     try:
         result: dict[str, float] = await wait_for(check, timeout_s, what, interval_s=1.0)
