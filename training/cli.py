@@ -134,6 +134,10 @@ def train_cmd(
         int | None, typer.Option(help="save a resumable checkpoint every N steps (<output>.checkpoint.pt)")
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint if there is one")] = False,
+    from_weights: Annotated[
+        str | None,
+        typer.Option(help="export the weights a failed export kept (.failed-export-<v>.pt); no training"),
+    ] = None,
 ) -> None:
     """Fine-tune a multi-head classifier and write a verified ONNX bundle."""
     from training.data import DataError
@@ -199,6 +203,7 @@ def train_cmd(
             kd_temperature=kd_temperature,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            from_weights=from_weights,
         )
         path = train(config)
     except KeyboardInterrupt:

@@ -67,6 +67,9 @@ class TrainConfig:
     kd_temperature: float = 2.0
     checkpoint_every: int | None = None  # steps between resumable checkpoints (<output>.checkpoint.pt)
     resume: bool = False  # continue from the checkpoint when there is one
+    # Export the weights a failed export kept (<output>'s .failed-export-<v>.pt) instead of
+    # training: the same recipe and data, scored on the dev rows again, then exported.
+    from_weights: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -103,6 +106,10 @@ class TrainConfig:
             (
                 not (self.resume and self.max_train_minutes is not None),
                 "--resume cannot be combined with --max-train-minutes (the budget counts one run)",
+            ),
+            (
+                not (self.resume and self.from_weights),
+                "--from-weights exports kept weights; it does not --resume",
             ),
         ]
         for ok, msg in checks:

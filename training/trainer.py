@@ -141,7 +141,12 @@ def _train(config: TrainConfig) -> Path:
     checkpointer = None
     if config.checkpoint_every or config.resume:
         checkpointer = Checkpointer(checkpoint_path(config), config.checkpoint_every, identity(config, prep))
-    result = run_loop(model, heads, prep, config, pad_id=pad_id, started=started, checkpointer=checkpointer)
+    if config.from_weights is not None:
+        result = reuse_weights(model, prep, config, pad_id=pad_id)
+    else:
+        result = run_loop(
+            model, heads, prep, config, pad_id=pad_id, started=started, checkpointer=checkpointer
+        )
     train_seconds = time.monotonic() - started
     log(
         f"best dev at step {result.best_step}: {summary_line(result.best_metrics)} ({train_seconds / 60:.1f} min)"
@@ -154,6 +159,62 @@ def _train(config: TrainConfig) -> Path:
         checkpointer.remove()
     log(f"bundle written: {path} (version {version}, {(time.monotonic() - started) / 60:.1f} min total)")
     return path
+
+
+# Recipe fields that do not change what was trained: a re-export may differ in them.
+NOT_TRAINING = frozenset(
+    {
+        "force",
+        "overwrite",
+        "progress",
+        "version",
+        "from_weights",
+        "resume",
+        "checkpoint_every",
+        "threads",
+        "strict",
+        "output",
+        "name",
+    }
+)
+
+
+def reuse_weights(model: Any, prep: Prepared, config: TrainConfig, *, pad_id: int) -> LoopResult:
+    """The kept weights of a failed export, checked against this recipe and scored on its dev rows."""
+    import torch
+
+    from training.devset import dev_metrics, monitor_value, predict_dev
+
+    path = Path(config.from_weights or "")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise TrainError(f"--from-weights {path}: not readable ({exc})") from exc
+    if not isinstance(saved, dict) or "state_dict" not in saved or "recipe" not in saved:
+        raise TrainError(f"--from-weights {path}: not weights kept by a failed export")
+    now = {k: v for k, v in config.to_json().items() if k not in NOT_TRAINING}
+    then = {k: v for k, v in dict(saved["recipe"]).items() if k not in NOT_TRAINING}
+    differ = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    if differ:
+        raise TrainError(f"--from-weights {path}: trained with another recipe (differs in {differ})")
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise TrainError(f"--from-weights {path}: weights do not fit this model ({exc})") from exc
+    model.eval()
+    preds = predict_dev(model, prep.dev, pad_id, len(prep.heads), config.eval_batch_size)
+    metrics = dev_metrics(prep.heads, prep.dev, preds)
+    value = monitor_value(metrics, config.monitor)
+    log(f"weights from {path}: dev {summary_line(metrics)}; exporting without training")
+    # The training curves and best step, when the failed export kept them (plots and history).
+    curves: dict[str, Any] = saved.get("curves") or {
+        "loss_steps": [],
+        "head_loss": {},
+        "evals": [],
+        "shares": {},
+    }
+    best_step = int(saved.get("best_step") or 0)
+    return LoopResult(value, best_step, metrics, best_step, curves)
 
 
 def _export(
@@ -175,6 +236,7 @@ def _export(
     out = Path(config.output)
     recipe = config.to_json()
     recipe["version"] = None  # a re-run gets its own version
+    recipe["from_weights"] = None  # a re-run trains
     with tempfile.TemporaryDirectory(prefix="sentiwire-report-") as tmp:
         report_dir = Path(tmp) / "report"
         write_reports(report_dir, result.best_metrics, result.curves)
@@ -225,5 +287,17 @@ def _export(
         except ExportError as exc:
             # keep the trained weights: re-exporting (e.g. with --force) must not need a re-train
             saved = out.with_name(f".{out.name}.failed-export-{version}.pt")
-            torch.save({"state_dict": model.state_dict(), "recipe": recipe, "base_model": base_info}, saved)
-            raise ExportError(f"{exc}\n(trained weights kept in {saved})") from exc
+            torch.save(
+                {
+                    "state_dict": model.state_dict(),
+                    "recipe": recipe,
+                    "base_model": base_info,
+                    "best_step": result.best_step,
+                    "curves": {**result.curves, "head_loss": dict(result.curves["head_loss"])},
+                },
+                saved,
+            )
+            raise ExportError(
+                f"{exc}\n(trained weights kept in {saved}: the same command with --from-weights {saved} "
+                "exports them without training again)"
+            ) from exc

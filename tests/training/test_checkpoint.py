@@ -98,3 +98,39 @@ def test_resumed_run_matches_an_uninterrupted_one(
 def test_resume_needs_no_time_budget(data: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainError, match="--resume cannot be combined with --max-train-minutes"):
         train(cfg(data, tmp_path / "c", resume=True, max_train_minutes=5))
+
+
+def test_weights_kept_by_a_failed_export_export_without_training(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed int8 gate keeps the trained weights; ``--from-weights`` exports those (with the
+    same recipe) and trains nothing; another recipe is refused, naming what differs."""
+    import training.export as export
+    import training.trainer as trainer
+    from training.export import ExportError
+
+    out = tmp_path / "b"
+    with monkeypatch.context() as m:
+        m.setattr(export, "MIN_INT8_AGREEMENT", 1.01)  # no int8 graph can pass
+        with pytest.raises(ExportError, match="--from-weights") as err:
+            train(cfg(data, out, force=False))
+    (kept,) = tmp_path.glob(".b.failed-export-*.pt")
+    assert str(kept) in str(err.value)
+    assert not out.exists()
+
+    def no_training(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("--from-weights must not train")
+
+    monkeypatch.setattr(trainer, "run_loop", no_training)
+    with pytest.raises(TrainError, match=r"another recipe \(differs in \['lr'\]\)"):
+        train(cfg(data, out, from_weights=str(kept), lr=5e-4))
+    bundle = load_bundle(train(cfg(data, out, from_weights=str(kept))))  # force: True
+    (history,) = bundle.manifest["history"]
+    assert history["evals"]  # the kept run's evaluations, not an empty re-export
+    assert bundle.manifest["recipe"]["from_weights"] is None  # a re-run of the recipe trains
+    again = load_bundle(train(cfg(data, tmp_path / "c", from_weights=str(kept))))
+    texts = ["shares rose by 3%", "shares fell by 9%"]
+    same = [Classifier(b).predict(texts) for b in (bundle, again)]
+    assert [[p.scores for p in row.values()] for row in same[0]] == [
+        [p.scores for p in row.values()] for row in same[1]
+    ]
