@@ -366,6 +366,9 @@ class AlertEngine:
                     failing_since = now if failing_since is None else failing_since
                     if now - failing_since >= self.config.stalled_partition_s:
                         self._busy = frozenset()
+                except Exception:  # never leave a hold standing behind a broken watch
+                    log.exception("serving group backlog watch failed; idle input partitions by wall clock")
+                    self._busy = frozenset()
                 await asyncio.sleep(self.config.backlog_poll_s)
         finally:
             with contextlib.suppress(Exception):

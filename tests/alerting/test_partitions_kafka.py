@@ -224,3 +224,36 @@ async def test_an_input_partition_not_labeled_yet_at_start_up_is_waited_for(
             await engine.stop()
     assert late[True] == 0
     assert late[False] > len(later) // 2  # what the engine did before it was told
+
+
+async def test_a_broken_backlog_watch_leaves_no_hold_behind(
+    kafka_bootstrap: str, kafka_topic_factory: Callable[..., str], shared_data: Path
+) -> None:
+    """A hold that nothing renews would stop the clock for good: a watch that fails lets go."""
+    news = kafka_topic_factory(2, prefix="news")
+    labels = kafka_topic_factory(1, prefix="labels")
+    group = f"serving-{uuid.uuid4().hex[:8]}"
+    sb = StreamBuilder(load_corpus(shared_data), topic=news, partitions=2)
+    stream = sb.calm(int(time.time() * 1000) - 120_000, 60, every_s=0.5)
+    await fill_input(kafka_bootstrap, news, {0: 10, 1: 10})
+    await commit(kafka_bootstrap, group, {TopicPartition(news, 0): 10, TopicPartition(news, 1): 2})
+    await produce(kafka_bootstrap, labels, stream)
+    cfg = fast_config(idle_advance_s=120.0, backlog_poll_s=0.5)
+    engine = AlertEngine(
+        cfg, KafkaConfig(bootstrap_servers=kafka_bootstrap), labels, AlertMetrics(CollectorRegistry()),
+        serving_group=group,
+    )  # fmt: skip
+    await engine.start()
+    try:
+        clock = engine.detector.clock
+        await wait_for(lambda: clock.held[0] == {(news, 1)}, 20, "news-1 held for its backlog")
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in the watch")
+
+        with structlog.testing.capture_logs() as logs:
+            engine._backlog.update = broken  # type: ignore[method-assign]
+            await wait_for(lambda: clock.held[0] == set(), 20, "the hold let go")
+        assert any(e["event"].startswith("serving group backlog watch failed") for e in logs), logs
+    finally:
+        await engine.stop()
