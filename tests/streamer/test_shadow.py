@@ -206,7 +206,8 @@ async def test_shadow_labels_topic_gets_each_compared_message_with_its_source(tm
     cfg = ModelConfig(
         path=live_dir, reload_interval_s=0, shadow=ShadowConfig(path=live_dir, sample_fraction=1.0)
     )
-    for producer, outcome in ((FakeProducer(), "ok"), (BrokenProducer(), "failed")):
+    good = FakeProducer()
+    for producer, outcome in ((good, "ok"), (BrokenProducer(), "failed")):
         shadow = Shadow(
             cfg,
             Metrics(CollectorRegistry()),
@@ -225,19 +226,6 @@ async def test_shadow_labels_topic_gets_each_compared_message_with_its_source(tm
         await shadow.close()
         assert producer.events[0] == "start"
         assert producer.events[-1] == "stop"
-    good = FakeProducer()
-    shadow = Shadow(
-        cfg,
-        Metrics(CollectorRegistry()),
-        loader=lambda _: FakeClassifier("positive"),  # type: ignore[arg-type, return-value]
-        labels_topic="shadow-labels",
-        producer=good,
-    )
-    shadow.start()
-    await loaded(shadow)
-    shadow.offer(live, ["a", "b"], result(["positive", "negative"]), sources)
-    await asyncio.gather(*shadow._running)
-    await shadow.close()
     assert [t for t, _ in good.sent] == ["shadow-labels"] * 2
     assert good.keys == [b"k0", b"k1"]
     docs = [json.loads(v or b"") for _, v in good.sent]
