@@ -121,7 +121,12 @@ def replay(
 @app.command()
 def demo(
     model: Annotated[Path, typer.Option(help="model bundle to serve")] = Path("models/sentiwire-minilm"),
-    variant: Annotated[Variant, typer.Option(help="ONNX graph to serve")] = Variant.INT8,
+    variant: Annotated[
+        Variant | None,
+        typer.Option(
+            help="ONNX graph to serve [default: int8, fp32 where the bundle's int8 failed its gate]"
+        ),
+    ] = None,
     rate: Annotated[float, typer.Option(help="messages per second")] = 20.0,
     source: Annotated[
         str, typer.Option(help="phrasebank | tweets | topic | bbc | reviews | mixed")

@@ -116,7 +116,10 @@ def train_cmd(
     ] = "mean",
     threads: Annotated[int, typer.Option(help="torch threads (0 = default)")] = 0,
     force: Annotated[
-        bool, typer.Option(help="export even if int8 agrees with fp32 on < 98% of labels")
+        bool,
+        typer.Option(
+            help="accept the int8 graph (servable as model.variant: int8) even if it fails the precision gate"
+        ),
     ] = False,
     strict: Annotated[bool, typer.Option(help="skipped rows become errors")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle at --output")] = False,

@@ -24,21 +24,26 @@ import numpy as np
 from streamer.drift import PROFILE_KEY
 from streamer.enums import Variant
 from streamer.errors import SentiwireError
-from streamer.model.bundle import ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
+from streamer.model.bundle import INT8_GATE_KEY, ONNX_FILES, TOKENIZER_FILE, load_bundle, write_manifest
 from streamer.model.classifier import Classifier
+from streamer.model.gate import MIN_AGREEMENT
 from streamer.model.tokenizer import pad_token_of
 from training.holdout import HoldoutRows, write_holdout
-from training.precision import MAX_METRIC_DELTA, MetricDeltas
+from training.precision import MAX_METRIC_DELTA, MetricDeltas, deltas_worst
 from training.profile import profile_json
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
-MIN_INT8_AGREEMENT = 0.98
+MIN_INT8_AGREEMENT = MIN_AGREEMENT  # 99.5% per head, as every other served precision (gate.py)
 PARITY_BATCH_SIZES = (1, 2, 7, 16, 32)
 
 
 class ExportError(SentiwireError):
-    """Export produced a model that does not match torch, or an int8 model too far off (exit 1)."""
+    """Export produced an fp32 graph that does not match torch, or could not be written (exit 1).
+
+    An int8 graph that fails the precision gate is not an export failure: the bundle is written
+    and its manifest marks int8 not servable (``Bundle.int8_refusal``), so fp32 serves.
+    """
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,8 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> None:
         )
 
 
-# Tried in order until int8 agrees with fp32 on >= 98% of labels. The output projections
+# Tried in order until int8 agrees with fp32 on >= 99.5% of labels and moves no dev metric by more
+# than 0.5 point. The output projections
 # (``*/output/dense``: attention output and FFN down-projection, which reads GELU outputs with
 # the widest activation range) suffer most from per-tensor dynamic activation quantization;
 # keeping them fp32 ("ffn-out-fp32"), then the whole FFN ("ffn-fp32"), trades speed for fidelity.
@@ -150,7 +156,7 @@ def check_parity(
     """fp32 ONNX vs torch logits on ``texts``; int8 vs fp32 labels on those plus ``agreement_texts``.
 
     Agreement is measured on many texts (all dev texts when given): on a hundred, one flip
-    moves it by a whole point and the 98% gate would be noise.
+    moves it by a whole point and the 99.5% gate would be noise.
     """
     import onnxruntime as ort
     import torch
@@ -262,6 +268,7 @@ def build_bundle(
             manifest["holdout"] = holdout_listing
         tried: dict[str, dict[str, float]] = {}
         deltas_tried: dict[str, float] = {}
+        measured: dict[str, tuple[ExportChecks, dict[str, Any] | None]] = {}
         reference: MetricDeltas | None = None
         deltas: dict[str, Any] | None = None
         for level in QUANT_LEVELS:
@@ -276,6 +283,7 @@ def build_bundle(
                     reference = MetricDeltas(fp32, holdout, holdout_scored, holdout_slices)
                 deltas = reference.measure(Classifier(staged, variant=Variant.INT8))
                 deltas_tried[level] = deltas["max_delta"]
+            measured[level] = (checks, deltas)
             agrees = checks.int8_agreement_min >= MIN_INT8_AGREEMENT
             close = deltas is None or deltas["max_delta"] <= MAX_METRIC_DELTA
             if agrees and close:
@@ -285,15 +293,46 @@ def build_bundle(
                 + (f", dev metrics move by up to {deltas['max_delta']:.4f}" if deltas else ""),
                 file=sys.stderr,
             )
-        if not (agrees and close) and not force:
-            why = [f"agrees with fp32 on {tried} of labels (gate {MIN_INT8_AGREEMENT:.0%})"]
-            if deltas_tried:
-                why.append(f"moves a dev accuracy/macro-F1 by up to {deltas_tried} (gate {MAX_METRIC_DELTA})")
-            raise ExportError(
-                f"int8 model {' and '.join(why)}: a gate fails at every quantization level "
-                f"{list(QUANT_LEVELS)}; use --force to export anyway"
+        passed = agrees and close
+        if not passed:  # ship the least bad level (int8 is refused unless forced, but measured)
+            level = min(
+                measured, key=lambda lv: (deltas_tried.get(lv, 0.0), -measured[lv][0].int8_agreement_min)
             )
-        manifest["export"] = {**asdict(checks), "opset": OPSET, "int8_level": level, "int8_tried": tried}
+            checks, deltas = measured[level]
+            if level != QUANT_LEVELS[-1]:
+                quantize_int8(staging / ONNX_FILES[Variant.FP32], staging / ONNX_FILES[Variant.INT8], level)
+            agrees = checks.int8_agreement_min >= MIN_INT8_AGREEMENT
+            close = deltas is None or deltas["max_delta"] <= MAX_METRIC_DELTA
+        why = []
+        if not agrees:
+            why.append(f"label agreement with fp32 {tried[level]} < {MIN_INT8_AGREEMENT:.1%}")
+        if not close and deltas is not None:
+            why.append(f"moves {deltas_worst(deltas)} by {deltas['max_delta']:.4f} > {MAX_METRIC_DELTA}")
+        gate = {
+            "passed": passed,
+            "servable": passed or force,
+            "reason": ""
+            if passed
+            else f"least bad level {level!r}: " + "; ".join(why) + f"; levels tried: {deltas_tried or tried}",
+        }
+        if not passed:
+            print(
+                f"warning: the int8 graph failed the precision gate ({gate['reason']}); the bundle is "
+                "written and serves fp32 (model.variant: fp32, the default); "
+                + (
+                    "--force: int8 is accepted anyway"
+                    if force
+                    else "model.variant: int8 is refused for it (re-export with --force to accept int8)"
+                ),
+                file=sys.stderr,
+            )
+        manifest["export"] = {
+            **asdict(checks),
+            "opset": OPSET,
+            "int8_level": level,
+            "int8_tried": tried,
+            INT8_GATE_KEY: gate,
+        }
         if deltas is not None:
             manifest["export"]["int8_metrics"] = deltas
             manifest["export"]["int8_max_metric_delta_tried"] = deltas_tried

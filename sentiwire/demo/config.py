@@ -8,6 +8,7 @@ from typing import Any
 
 from sentiwire.paths import REPO_ROOT
 from streamer.enums import Variant
+from streamer.model.bundle import load_bundle
 from streamer.testing import daemon_config
 
 NEWS, LABELS, DEAD = "news", "labels", "labels.dead-letter"
@@ -47,7 +48,7 @@ class DemoOptions:
 
     model: Path
     data_dir: Path
-    variant: Variant = Variant.INT8
+    variant: Variant | None = None  # None: demo_variant() picks
     rate: float = 20.0
     source: str = "mixed"
     duration_s: float | None = None
@@ -61,6 +62,16 @@ class DemoOptions:
     max_lines_per_s: float = 15.0
     expect_alert: bool = False
     topic_prefix: str = ""
+
+
+def demo_variant(model: Path, asked: Variant | None) -> tuple[Variant, str]:
+    """The graph to serve and why: int8 (the faster one on CPU) unless asked otherwise or the
+    bundle's int8 failed its export precision gate, which the daemon would refuse."""
+    if asked is not None:
+        return asked, f"--variant {asked.value}"
+    if load_bundle(model, verify=False).int8_refusal():
+        return Variant.FP32, "fp32: this bundle's int8 graph failed its export precision gate"
+    return Variant.INT8, "int8: the faster graph on CPU (--variant fp32 for the other)"
 
 
 def demo_config(

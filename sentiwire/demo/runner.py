@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from sentiwire.demo.config import DemoOptions, Topics, demo_config
+from sentiwire.demo.config import DemoOptions, Topics, demo_config, demo_variant
 from sentiwire.demo.feeds import metrics_summary, tail, tail_when_exists, wait_ready
 from sentiwire.demo.screen import Screen
 from sentiwire.devbroker import BrokerHandle, create_topics_sync, start_broker
@@ -50,8 +50,10 @@ def start_daemon(opts: DemoOptions, bootstrap: str, screen: Screen) -> tuple[sub
     create_topics_sync(bootstrap, {t.news: 3, t.labels: 3, t.dead: 1}, exist_ok=True)
     port = opts.http_port or free_port()
     opts.workdir.mkdir(parents=True, exist_ok=True)
+    variant, why = demo_variant(opts.model, opts.variant)
+    screen.status(f"serving {opts.model} as {why}")
     config_path = write_config(
-        opts.workdir / "sentiwire-demo.yaml", demo_config(bootstrap, opts.model, opts.variant, port, t)
+        opts.workdir / "sentiwire-demo.yaml", demo_config(bootstrap, opts.model, variant, port, t)
     )
     log_path = opts.workdir / "daemon.log"
     screen.status(f"starting: sentiwire serve --config {config_path}  (logs: {log_path})")

@@ -25,6 +25,7 @@ MANIFEST = "bundle.json"
 ONNX_FILES: dict[str, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 TOKENIZER_FILE = "tokenizer.json"
 REQUIRED_FILES = (ONNX_FILES["fp32"], ONNX_FILES["int8"], TOKENIZER_FILE)
+INT8_GATE_KEY = "int8_gate"  # bundle.json["export"][...]: passed, servable, reason
 REQUIRED_KEYS = ("format_version", "name", "version", "created_at", "heads", "max_length", "files")
 
 
@@ -55,6 +56,25 @@ class Bundle:
     @property
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
+
+    def int8_refusal(self) -> str | None:
+        """Why the int8 graph must not be served, or None.
+
+        Export writes the int8 graph even when it fails the precision gate (int8 within 0.5 point
+        of fp32, 99.5% label agreement), so a bundle whose fp32 is fine still ships; the manifest
+        then says the int8 graph is not servable unless the export was forced. Bundles exported
+        before the gate was recorded passed the old all-or-nothing export, so they are servable.
+        """
+        export = self.manifest.get("export")
+        gate = export.get(INT8_GATE_KEY) if isinstance(export, Mapping) else None
+        if not isinstance(gate, Mapping) or gate.get("servable", True) is not False:
+            return None
+        why = gate.get("reason") or "no reason recorded"
+        return (
+            f"bundle {self.name} {self.version} ({self.path}): its int8 graph failed the export "
+            f"precision gate ({why}); serve the fp32 graph (model.variant: fp32), or re-export "
+            "with --force to accept int8 anyway"
+        )
 
     def head(self, name: str) -> HeadSpec:
         for head in self.heads:

@@ -106,12 +106,15 @@ class Classifier:
         precision: Precision | str | None = None,
         workers: int = 1,
         gate: bool = True,
+        failed_int8_ok: bool = False,
     ) -> None:
         """``cache_entries`` > 0 turns on the response cache (cache.py) for :meth:`run_batch`.
 
         ``precision`` None follows ``variant``; int8 serves the int8 graph, the others the fp32 one.
         ``runtime`` defaults to ONNX Runtime (what export checks); the daemon passes ``model.runtime``.
         ``gate`` runs the agreement gate (gate.py) for a runtime/precision the bundle did not check.
+        An int8 graph that failed the export's precision gate is refused (``Bundle.int8_refusal``)
+        unless ``failed_int8_ok`` (benchmarks measure its speed; nothing labels with it).
         """
         self.bundle = bundle
         var = _choice(Variant, variant, "variant")
@@ -122,6 +125,9 @@ class Classifier:
             _choice(RuntimeName, runtime, "runtime"), _choice(Device, device, "device"), prec, probe()
         )
         self.variant = self.choice.variant
+        refusal = bundle.int8_refusal() if self.variant == Variant.INT8 and not failed_int8_ok else None
+        if refusal:
+            raise InferenceError(refusal)
         self.precision = self.choice.precision
         self.runtime_name = self.choice.runtime
         self._tokenizer = load_tokenizer(bundle)

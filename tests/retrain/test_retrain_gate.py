@@ -161,13 +161,12 @@ def test_failed_export_is_one_message_a_history_entry_and_exit_1(
 ) -> None:
     import training.export as export
 
-    monkeypatch.setattr(export, "MIN_INT8_AGREEMENT", 1.01)  # no int8 model can pass
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", 0.0)  # no fp32 graph can match torch
     served = served_copy(weak_bundle, tmp_path / "models")
     before = os.readlink(served)
     result = _retrain(
         "--served", str(served),
         "--data", f"sentiment={retrain_splits.new_good}",
-        "--set", "force=false",
         "--set", "epochs=1",
         "--set", "steps_per_epoch=10",
     )  # fmt: skip
@@ -175,9 +174,7 @@ def test_failed_export_is_one_message_a_history_entry_and_exit_1(
     assert result.exit_code == ExitCode.FAILED, result.output
     failed = [line for line in result.output.splitlines() if line.startswith("FAILED: ")]
     assert len(failed) == 1, result.output
-    assert "candidate export failed: int8 model agrees with fp32 on" in failed[0]
-    assert "use --force" in failed[0]
-    assert "--set force=true" in failed[0]
+    assert "candidate export failed: fp32 ONNX logits differ from torch" in failed[0]
     assert os.readlink(served) == before
 
     record = read_history(tmp_path / "models" / "history.jsonl")[-1]
@@ -187,6 +184,35 @@ def test_failed_export_is_one_message_a_history_entry_and_exit_1(
     models = tmp_path / "models"
     assert not (models / "data" / record["candidate"]["version"]).exists()
     assert not (models / "candidates").exists() or list((models / "candidates").iterdir()) == []
+
+
+def test_a_candidate_whose_int8_failed_its_gate_is_not_promoted_to_int8_daemons(
+    weak_bundle: Path, retrain_splits: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export writes the candidate (its fp32 is fine) but marks int8 not servable; scored as
+    the int8 daemons serve, it is refused before scoring, naming the gate."""
+    import training.export as export
+
+    monkeypatch.setattr(export, "MIN_INT8_AGREEMENT", 1.01)  # no int8 graph can pass
+    served = served_copy(weak_bundle, tmp_path / "models")
+    before = os.readlink(served)
+    result = _retrain(
+        "--served", str(served),
+        "--data", f"sentiment={retrain_splits.new_good}",
+        "--variant", "int8",
+        "--set", "force=false",
+        "--set", "epochs=1",
+        "--set", "steps_per_epoch=10",
+    )  # fmt: skip
+    _no_traceback(result)
+    assert result.exit_code == ExitCode.REFUSED, result.output
+    verdict = next(line for line in result.output.splitlines() if line.startswith("REFUSED: "))
+    assert "not promoted: scored as int8" in verdict
+    assert "int8 graph failed the export precision gate (least bad level" in verdict
+    assert os.readlink(served) == before
+    record = read_history(tmp_path / "models" / "history.jsonl")[-1]
+    assert record["decision"]["promote"] is False
+    assert "failed" not in record["decision"]
 
 
 def _manifest(served: Path) -> dict:  # type: ignore[type-arg]

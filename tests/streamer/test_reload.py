@@ -87,3 +87,39 @@ def test_threads_are_shared_out_among_workers(tiny_bundle: Path) -> None:
     assert threads(ModelConfig(path=tiny_bundle, workers=1)) == usable_cpus()
     assert threads(ModelConfig(path=tiny_bundle, workers=64)) == 1
     assert threads(ModelConfig(path=tiny_bundle, workers=2, intra_op_threads=3)) == 3
+
+
+def _refuse_int8(bundle: Path) -> None:
+    """What export writes when the int8 graph fails its precision gate without --force."""
+    import json
+
+    manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    manifest["export"]["int8_gate"] = {"passed": False, "servable": False, "reason": "moved 1.38 pt"}
+    (bundle / "bundle.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+async def test_an_int8_daemon_refuses_a_bundle_whose_int8_failed_its_gate(
+    tiny_bundle_factory: Callable[..., Path], tmp_path: Path
+) -> None:
+    import pytest
+
+    from streamer.model.errors import InferenceError
+
+    v1 = tiny_bundle_factory("g1", tmp_path / "versions" / "g1")
+    v2 = tiny_bundle_factory("g2", tmp_path / "versions" / "g2")
+    _refuse_int8(v2)
+    link = tmp_path / "current"
+    link.symlink_to(v1)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    cfg = ModelConfig(path=link, variant="int8", reload_interval_s=1)  # type: ignore[arg-type]
+    holder = ModelHolder(load_classifier(cfg), fingerprint(link), metrics)
+    reloader = Reloader(cfg, holder, metrics)
+
+    _promote(link, v2)
+    assert not await reloader.check_once()
+    assert holder.current.bundle.version == "g1"  # the int8 graph that passed keeps serving
+    assert registry.get_sample_value("sentiwire_model_reloads_total", {"result": "failure"}) == 1
+    with pytest.raises(InferenceError, match=r"g2 .*failed the export precision gate \(moved 1.38 pt\)"):
+        load_classifier(cfg)  # and at start-up it is exit 2 (a UsageError), naming the gate
+    assert load_classifier(ModelConfig(path=link)).bundle.version == "g2"  # fp32 serves it

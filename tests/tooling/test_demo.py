@@ -142,3 +142,21 @@ async def test_demo_runs_end_to_end_and_stops_cleanly(
     assert len(label_lines) > 20
     assert any("[TSLA]" in ln for ln in label_lines)  # the burst reached the screen
     assert "daemon exit code 0" in out
+
+
+def test_demo_serves_int8_unless_the_bundle_refuses_it(tiny_bundle: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from sentiwire.demo.config import demo_variant
+    from streamer.enums import Variant
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    assert demo_variant(bundle, None)[0] == Variant.INT8
+    assert demo_variant(bundle, Variant.FP32)[0] == Variant.FP32
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["export"]["int8_gate"] = {"passed": False, "servable": False, "reason": "moved 1.4 pt"}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    variant, why = demo_variant(bundle, None)
+    assert variant == Variant.FP32
+    assert "failed its export precision gate" in why

@@ -1,4 +1,4 @@
-"""Export gates: int8 quantization levels fall back before the 98% agreement gate fails."""
+"""Export gates: int8 levels fall back before the 99.5% agreement gate fails; a failed gate refuses int8."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 import training.export as export
+from streamer.enums import Variant
 from streamer.model.bundle import load_bundle
+from streamer.model.classifier import Classifier
+from streamer.model.errors import InferenceError
 
 pytestmark = pytest.mark.train
 
@@ -43,11 +46,33 @@ def test_falls_back_to_a_more_conservative_level(tmp_path: Path, monkeypatch: py
     assert b.manifest["export"]["int8_tried"]["all"]["sentiment"] == 0.9
 
 
-def test_fails_when_every_level_disagrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_level_disagreeing_writes_the_bundle_with_int8_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = fake_agreement(set(export.QUANT_LEVELS), monkeypatch)
-    with pytest.raises(export.ExportError, match="at every quantization level"):
-        _build(tmp_path / "models" / "b", force=False)
-    assert seen == list(export.QUANT_LEVELS)
+    b = load_bundle(_build(tmp_path / "models" / "b", force=False))
+    assert seen == [*export.QUANT_LEVELS, "all"]  # all equally bad: the first is kept
+    gate = b.manifest["export"]["int8_gate"]
+    assert gate["passed"] is False
+    assert gate["servable"] is False
+    assert "label agreement with fp32 {'sentiment': 0.9} < 99.5%" in gate["reason"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["b"]  # no staging directory
+    with pytest.raises(InferenceError, match="failed the export precision gate"):
+        Classifier(b, variant=Variant.INT8)
+
+
+def test_a_bundle_from_before_the_recorded_gate_serves_int8(tmp_path: Path) -> None:
+    b = load_bundle(_build(tmp_path / "b", force=False))
+    del b.manifest["export"]["int8_gate"]  # older bundles passed the all-or-nothing export
+    assert b.int8_refusal() is None
+
+
+def test_fp32_that_does_not_match_torch_fails_the_export_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", 0.0)
+    with pytest.raises(export.ExportError, match="fp32 ONNX logits differ from torch"):
+        _build(tmp_path / "models" / "b", force=True)
     assert list((tmp_path / "models").iterdir()) == []  # no bundle, no staging directory
 
 

@@ -166,7 +166,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
             }
             return _not_promoted(md, record, opts, started)
         try:
-            cur_metrics, cand_metrics = _train_and_score(current, cfg, plan, opts)
+            scored = _train_and_score(current, cfg, plan, opts)
         except KeyboardInterrupt:
             _remove_candidate(md, version)
             raise
@@ -181,6 +181,15 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
             }
             _not_promoted(md, record, opts, started)
             raise CandidateFailed(reason, record, code) from exc
+        if isinstance(scored, str):  # the candidate cannot serve the scored variant
+            record["decision"] = {
+                "promote": False,
+                "tolerance": opts.tolerance,
+                "reason": scored,
+                "heads": {},
+            }
+            return _not_promoted(md, record, opts, started)
+        cur_metrics, cand_metrics = scored
         decision = decide(cur_metrics, cand_metrics, opts.tolerance, heads=[h.name for h in current.heads])
         record["metrics"] = {"current": cur_metrics, "candidate": cand_metrics}
         record["decision"] = decision.to_json()
@@ -235,12 +244,19 @@ def check_scoring(current: Bundle, opts: RetrainOptions) -> None:
 
 def _train_and_score(
     current: Bundle, cfg: TrainConfig, plan: HoldoutPlan, opts: RetrainOptions
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """Both bundles' holdout metrics, or why the candidate cannot be promoted unscored: the
+    daemons serve int8 (as scored here) and the candidate's int8 failed its export gate."""
     from streamer.model.bundle import load_bundle
     from training.trainer import train
 
     cand_dir = train(cfg)
-    cand_heads = {h.name for h in load_bundle(cand_dir, verify=False).heads}
+    cand = load_bundle(cand_dir, verify=False)
+    as_int8 = opts.variant == Variant.INT8 or opts.precision == Precision.INT8
+    refusal = cand.int8_refusal() if as_int8 else None
+    if refusal:
+        return f"not promoted: scored as int8, and {refusal}"
+    cand_heads = {h.name for h in cand.heads}
     how: dict[str, Any] = {"precision": opts.precision, "runtime": opts.runtime}
     cur_metrics = evaluate(current.path, plan.sources, opts.variant, **how)
     cand_metrics = evaluate(cand_dir, plan.sources, opts.variant, heads=cand_heads, **how)
