@@ -105,3 +105,21 @@ def test_limit_is_the_fastest_run_of_every_sweep() -> None:
         "batch_size": 32,
         "mode": "b",
     }
+
+
+def test_a_bundle_refusing_int8_is_benched_as_the_daemon_serves_it() -> None:
+    """int8 that failed its export gate: the daemon serves fp32, so the latency bound is fp32's."""
+    res = _result()
+    res["ort"]["variants"]["fp32"] = res["ort"]["variants"].pop("int8")
+    res["systems"][1] = {
+        **res["systems"][1],
+        "key": "sentiwire-fp32",
+        "system": "sentiwire fp32",
+        "variant": "fp32",
+    }
+    res["int8_refused"] = "bundle t 1: its int8 graph failed the export precision gate (moved 1.2 pt)"
+    summarize(res, argparse.Namespace(batch_size=32, max_wait_ms=10.0))
+    assert res["latency_check"]["variant"] == "fp32"
+    assert res["latency_check"]["bound_ms"] == pytest.approx(90.0)
+    assert res["ratios"]["sentiwire fp32 / ORT fp32 limit"] == pytest.approx(0.9)
+    assert "sentiwire int8 not run end to end (the daemon refuses it): bundle t 1" in markdown(res)
