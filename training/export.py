@@ -305,7 +305,8 @@ def build_bundle(
             close = deltas is None or deltas["max_delta"] <= MAX_METRIC_DELTA
         why = []
         if not agrees:
-            why.append(f"label agreement with fp32 {tried[level]} < {MIN_INT8_AGREEMENT:.1%}")
+            agreement = {h: round(v, 4) for h, v in tried[level].items()}
+            why.append(f"label agreement with fp32 {agreement} < {MIN_INT8_AGREEMENT:.1%}")
         if not close and deltas is not None:
             why.append(f"moves {deltas_worst(deltas)} by {deltas['max_delta']:.4f} > {MAX_METRIC_DELTA}")
         gate = {

@@ -72,7 +72,7 @@ class Bundle:
         why = gate.get("reason") or "no reason recorded"
         return (
             f"bundle {self.name} {self.version} ({self.path}): its int8 graph failed the export "
-            f"precision gate ({why}); serve the fp32 graph (model.variant: fp32), or re-export "
+            f"precision gate ({why}); serve the fp32 graph (model.variant=fp32), or re-export "
             "with --force to accept int8 anyway"
         )
 
