@@ -403,15 +403,19 @@ class AlertEngine:
             )
         self._stalled_said = self._backlog.stalled
 
-    async def _unread_labels(self, tps: list[TopicPartition]) -> list[int]:
-        """Labels partitions this engine has not read to their end yet."""
+    async def _labels_backlog(self, tps: list[TopicPartition]) -> dict[int, int | None]:
+        """Per labels partition, records this engine has not read yet (read_committed: up to the
+        last stable offset); None where that offset is not known yet."""
         assert self._consumer is not None
-        unread = []
+        out: dict[int, int | None] = {}
         for tp in tps:
             end = self._consumer.last_stable_offset(tp)
-            if end is not None and await self._consumer.position(tp) < end:
-                unread.append(tp.partition)
-        return unread
+            out[tp.partition] = None if end is None else max(0, end - await self._consumer.position(tp))
+        return out
+
+    async def _unread_labels(self, tps: list[TopicPartition]) -> list[int]:
+        """Labels partitions this engine has not read to their end yet."""
+        return [p for p, n in (await self._labels_backlog(tps)).items() if n]
 
     # -- live ----------------------------------------------------------------------
     async def _caught_up(self, tp: TopicPartition) -> bool:
@@ -421,13 +425,10 @@ class AlertEngine:
         return end is not None and await self._consumer.position(tp) >= end
 
     async def _labels_behind(self) -> int | None:
-        assert self._consumer is not None
-        behind = 0
-        for tp in self._partitions(self.labels_topic):
-            end = self._consumer.last_stable_offset(tp)
-            if end is None:
-                return None
-            behind += max(0, end - await self._consumer.position(tp))
+        backlog = await self._labels_backlog(self._partitions(self.labels_topic))
+        if any(n is None for n in backlog.values()):
+            return None
+        behind = sum(n for n in backlog.values() if n is not None)
         return behind + (self._merge.buffered if self._merge is not None else 0)
 
     def _step(
