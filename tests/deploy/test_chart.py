@@ -264,7 +264,11 @@ def test_retrain_cronjob_runs_sentiwire_retrain_on_the_served_path(render: Rende
     assert args[args.index("--served") + 1] == "/models/current"
     assert args[args.index("--data") + 1] == "sentiment=/data/new/sentiment.csv"
     assert args[args.index("--corrections-topic") + 1] == "label-corrections"
+    assert args[args.index("--variant") + 1] == "fp32"  # scored as the daemons serve
     assert not next(m for m in c["volumeMounts"] if m["name"] == "models").get("readOnly", False)
+    int8 = render(GPU_KEDA, sets=["config.model.variant=int8"])
+    args8 = find(int8, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args8[args8.index("--variant") + 1] == "int8"
 
 
 def test_pdb_covers_serving_pods(render: Render) -> None:
