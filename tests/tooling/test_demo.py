@@ -130,6 +130,7 @@ async def test_demo_runs_end_to_end_and_stops_cleanly(
     out = out_b.decode()
     assert proc.returncode == 0, out[-3000:]
     assert "daemon ready: metrics at http://127.0.0.1:" in out
+    assert "as int8: the faster graph on CPU" in out  # the tiny bundle's int8 is servable (--force)
     assert "/metrics: consumed" in out
     summary = re.search(r"demo over: (\d+) sent, (\d+) labeled", out)
     assert summary is not None, out[-3000:]
