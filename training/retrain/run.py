@@ -158,12 +158,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
             record["recipe"] = cfg.to_json()
             return record
         if refusal is not None:
-            record["decision"] = {
-                "promote": False,
-                "tolerance": opts.tolerance,
-                "reason": refusal,
-                "heads": {},
-            }
+            record["decision"] = _no(refusal, opts)
             return _not_promoted(md, record, opts, started)
         try:
             scored = _train_and_score(current, cfg, plan, opts)
@@ -172,22 +167,11 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
             raise
         except Exception as exc:
             reason, code = _failure(exc, md, version, keep=opts.keep_rejected)
-            record["decision"] = {
-                "promote": False,
-                "failed": True,
-                "tolerance": opts.tolerance,
-                "reason": reason,
-                "heads": {},
-            }
+            record["decision"] = _no(reason, opts, failed=True)
             _not_promoted(md, record, opts, started)
             raise CandidateFailed(reason, record, code) from exc
         if isinstance(scored, str):  # the candidate cannot serve the scored variant
-            record["decision"] = {
-                "promote": False,
-                "tolerance": opts.tolerance,
-                "reason": scored,
-                "heads": {},
-            }
+            record["decision"] = _no(scored, opts)
             return _not_promoted(md, record, opts, started)
         cur_metrics, cand_metrics = scored
         decision = decide(cur_metrics, cand_metrics, opts.tolerance, heads=[h.name for h in current.heads])
@@ -208,6 +192,12 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
         swap_symlink(opts.shadow or opts.served, Path(record["candidate"]["path"]))
         append_history(md.history, record)
         return record
+
+
+def _no(reason: str, opts: RetrainOptions, *, failed: bool = False) -> dict[str, Any]:
+    """A decision not to promote that no per-head comparison made."""
+    out: dict[str, Any] = {"promote": False, "tolerance": opts.tolerance, "reason": reason, "heads": {}}
+    return {**out, "failed": True} if failed else out
 
 
 def refusal_before_training(
