@@ -190,7 +190,12 @@ async def test_broker_restart_mid_stream_is_ridden_out(
 ) -> None:
     """The broker stops for ~15 s mid-stream and comes back on the same data dir: the daemon does
     not exit, is not ready while Kafka is gone and ready again after, and nothing is lost (or,
-    under exactly_once, duplicated for read_committed readers)."""
+    under exactly_once, duplicated for read_committed readers).
+
+    One exit is allowed under exactly_once, and only for one known aiokafka failure (0.14.0:
+    ``Sender._find_coordinator`` retries NodeNotReady but raises when the connection closes in
+    the middle of a FindCoordinator, which kills the transactional producer's sender): the daemon
+    then exits 1 and, restarted as a supervisor would, must still deliver exactly once."""
     workdir = tmp_path / "broker"
     broker = start_broker(workdir=workdir)
     port, controller, bootstrap = broker.port, broker.controller_port, broker.bootstrap
@@ -209,8 +214,26 @@ async def test_broker_restart_mid_stream_is_ridden_out(
         exactly_once={"transactional_id": f"restart-{delivery}", "transaction_timeout_ms": 60_000},
         http={"host": "127.0.0.1", "port": http_port},
     )
-    daemon = DaemonProcess(write_config(tmp_path / "c.yaml", cfg), tmp_path / "daemon.log")
+    config = write_config(tmp_path / "c.yaml", cfg)
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
     current = broker
+    restarts: list[str] = []
+
+    async def supervise() -> None:
+        nonlocal daemon
+        while True:
+            await asyncio.sleep(0.5)
+            rc = daemon.proc.poll()
+            if rc is None:
+                continue
+            known = delivery == "exactly_once" and rc == ExitCode.FAILED and _sender_lost_coordinator(daemon)
+            assert known, f"daemon exited (rc={rc}):\n{daemon.tail()}"
+            assert not restarts, f"daemon exited again after its restart:\n{daemon.tail()}"
+            restarts.append(daemon.tail(3))
+            daemon.close()
+            daemon = DaemonProcess(config, tmp_path / "daemon-restarted.log")
+
+    supervisor: asyncio.Task[None] | None = None
     try:
         await wait_for_log(daemon, "partitions assigned", lambda e: e["partitions"], timeout_s=90)
         first = await produce_steadily(
@@ -224,12 +247,15 @@ async def test_broker_restart_mid_stream_is_ridden_out(
             assert daemon.proc.poll() is None, f"daemon exited during the outage:\n{daemon.tail()}"
             await asyncio.sleep(0.5)
         current = start_broker(port=port, controller_port=controller, workdir=workdir)
+        supervisor = asyncio.create_task(supervise())
         second = await produce(bootstrap, "news", json_messages(_texts(n // 2), prefix="b"))
         sent = [*first, *second]
         isolation = "read_committed" if delivery == "exactly_once" else "read_uncommitted"
         out = await consume_all(
             bootstrap, "labels", n, timeout_s=180, isolation_level=isolation, settle_s=2.0, until=covers(sent)
         )
+        if supervisor.done():
+            supervisor.result()  # its assertion, if the daemon exited another way
         positions = labeled_positions(out)
         assert set(positions) == set(sent), f"{len(set(sent) - set(positions))} records lost"
         if delivery == "exactly_once":
@@ -239,11 +265,29 @@ async def test_broker_restart_mid_stream_is_ridden_out(
         while _probe(http_port, "/readyz") != 200:
             assert time.monotonic() < deadline, f"not ready again after the broker returned:\n{daemon.tail()}"
             await asyncio.sleep(0.5)
+        supervisor.cancel()
         assert daemon.proc.poll() is None, daemon.tail()
         assert (await asyncio.to_thread(daemon.terminate)) == 0, daemon.tail()
+        if restarts:
+            print(f"daemon restarted once after the known aiokafka sender failure: {restarts[0]}")
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         daemon.close()
         current.stop()
+
+
+def _sender_lost_coordinator(daemon: DaemonProcess) -> bool:
+    """The daemon stopped on a failed transaction whose producer's sender died of a connection
+    closed during FindCoordinator (the aiokafka failure the restart test allows once)."""
+    text = daemon.log_path.read_text(encoding="utf-8", errors="replace")
+    sender_died = any(
+        '"Unexpected error in sender routine"' in line
+        and "KafkaConnectionError" in line
+        and "_find_coordinator" in line
+        for line in text.splitlines()
+    )
+    return sender_died and "transaction failed (KafkaError('Unexpected error during batch delivery'))" in text
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system-deps)")
