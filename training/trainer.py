@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from training.checkpoint import VOLATILE
 from training.config import RANDOM_TINY, TrainConfig, TrainError
 from training.data import DataError
 from training.dataset import Prepared, prepare
@@ -161,22 +162,9 @@ def _train(config: TrainConfig) -> Path:
     return path
 
 
-# Recipe fields that do not change what was trained: a re-export may differ in them.
-NOT_TRAINING = frozenset(
-    {
-        "force",
-        "overwrite",
-        "progress",
-        "version",
-        "from_weights",
-        "resume",
-        "checkpoint_every",
-        "threads",
-        "strict",
-        "output",
-        "name",
-    }
-)
+# Recipe fields that do not change what was trained (the checkpoint's VOLATILE ones, plus where
+# the bundle goes and the re-export switch itself): a re-export may differ in them.
+NOT_TRAINING = frozenset(VOLATILE) | {"from_weights", "output", "name"}
 
 
 def reuse_weights(model: Any, prep: Prepared, config: TrainConfig, *, pad_id: int) -> LoopResult:
@@ -285,7 +273,7 @@ def _export(
                 overwrite=config.overwrite,
             )
         except ExportError as exc:
-            # keep the trained weights: re-exporting (e.g. with --force) must not need a re-train
+            # keep the trained weights: re-exporting (e.g. after a parity failure) must not need a re-train
             saved = out.with_name(f".{out.name}.failed-export-{version}.pt")
             torch.save(
                 {
