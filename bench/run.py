@@ -4,9 +4,13 @@ One run, same real texts (../shared/data), same MiniLM bundle, one real Kafka 4.
 
 1. ONNX Runtime alone on pre-tokenized batches (batch-size sweep, fp32 + int8, per text kind,
    padding waste of the mixed stream before/after length bucketing)   -> bench/ort_limit.py
+   and every runtime x precision the machine runs (ONNX Runtime, OpenVINO when installed; the
+   agreement of each with fp32)                                         -> bench/runtimes.py
+   The hardware limit is the fastest of all of them.
 2. the naive peer: transformers ``pipeline`` once per message          -> bench/peers.py naive
 3. the competent peer: batched PyTorch consumer                        -> bench/peers.py batched
-4. sentiwire end to end (``sentiwire serve``), fp32 and int8
+4. sentiwire end to end (``sentiwire serve``), fp32 and int8, on the runtime ``model.runtime``
+   picks (``--runtime``, default ``auto``)
 
 Each consumer runs as its own process. Throughput: drain a pre-filled backlog, rate between
 the label timestamps (first 5% dropped as warm-up). Latency: replay at ``--latency-frac`` of
@@ -40,8 +44,11 @@ from bench.texts import short_items
 from sentiwire.devbroker import start_broker
 from sentiwire.paths import REPO_ROOT, default_data_dir
 from sentiwire.replay import Item, load_items
-from streamer.enums import Variant
+from streamer.enums import Device, Precision, Runtime, Variant
 from streamer.model.bundle import load_bundle
+from streamer.model.errors import InferenceError
+from streamer.model.loading import usable_cpus
+from streamer.model.selection import choose, probe
 
 
 def uptime() -> str:
@@ -73,8 +80,35 @@ def run_ort(bundle: Path, data_dir: Path, args: argparse.Namespace) -> dict[str,
     return out
 
 
+def run_runtimes(bundle: Path, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every runtime x precision on the same texts, in its own process (bench/runtimes.py)."""
+    log("runtimes x precisions (own process)")
+    cpus = usable_cpus()
+    layouts = sorted({f"1x{cpus}", f"{args.workers}x{max(1, cpus // args.workers)}"})
+    sizes = ",".join(x for x in args.batch_sizes.split(",") if int(x) > 1)  # batch 1 never wins
+    cmd = [PY, "-m", "bench.runtimes", "--bundle", str(bundle), "--data-dir", str(data_dir), "--json"]
+    cmd += ["--min-seconds", str(args.ort_seconds), "--batch-sizes", sizes, "--layouts", ",".join(layouts)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, cwd=REPO_ROOT)
+    out: dict[str, Any] = orjson.loads(proc.stdout)
+    return out
+
+
+def served(runtime: str) -> dict[str, dict[str, str]]:
+    """What ``sentiwire serve`` runs per variant here with ``model.runtime: runtime``: the daemon's rule."""
+    hw = probe()
+    out: dict[str, dict[str, str]] = {}
+    for variant in Variant:
+        try:
+            c = choose(Runtime(runtime), Device.CPU, Precision(str(variant)), hw)
+        except InferenceError as exc:
+            out[str(variant)] = {"error": str(exc)}
+            continue
+        out[str(variant)] = {"runtime": str(c.runtime), "precision": str(c.precision), "reason": c.reason}
+    return out
+
+
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything before the broker: machine, bundle, the ONNX Runtime limit."""
+    """Everything before the broker: machine, bundle, the raw runtime limits."""
     data_dir = args.data_dir.resolve()
     res: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -91,8 +125,11 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
 
     res["max_length"] = load_bundle(bundle).max_length
     log(f"bundle {bundle} (max_length {res['max_length']}); load: {res['uptime_before']}")
+    res["served"] = served(args.runtime)
     if "ort" in args.stages.split(","):
         res["ort"] = run_ort(bundle, data_dir, args)
+    if "runtimes" in args.stages.split(","):
+        res["runtimes"] = run_runtimes(bundle, data_dir, args)
     return res
 
 
@@ -136,6 +173,7 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
                     args.max_wait_ms,
                     allow_spinning=args.allow_spinning,
                     workers=args.workers,
+                    runtime=args.runtime,
                 )
                 plan.append((system, short, args.n_sentiwire))
         if "mixed" in stages:
@@ -153,6 +191,7 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
                     workers=args.workers,
                     tag=tag,
                     key_suffix=suffix,
+                    runtime=args.runtime,
                 )
                 plan.append((system, mixed, args.n_mixed))
         for system, items, n in plan:
@@ -174,6 +213,7 @@ async def amain(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]
                 args.max_wait_ms,
                 allow_spinning=args.allow_spinning,
                 workers=args.workers,
+                runtime=args.runtime,
             )
             try:
                 res["soak"] = await bench.soak(system, short, args.soak_s, rate)
@@ -203,8 +243,14 @@ def main() -> None:
     p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     p.add_argument(
         "--stages",
-        default="ort,naive,batched,sentiwire,mixed,soak",
-        help="comma list of ort,naive,batched,sentiwire (or sentiwire-fp32 / sentiwire-int8),mixed,soak",
+        default="ort,runtimes,naive,batched,sentiwire,mixed,soak",
+        help="comma list of ort,runtimes,naive,batched,sentiwire (or sentiwire-fp32 / sentiwire-int8),mixed,soak",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=[str(r) for r in Runtime],
+        default="auto",
+        help="the daemon's model.runtime (auto: what serve picks on this machine)",
     )
     p.add_argument("--batch-sizes", default="1,8,16,32,64", help="ONNX Runtime sweep")
     p.add_argument("--ort-seconds", type=float, default=3.0, help="minimum seconds per ORT measurement")

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from bench.ort_limit import bucketed, time_batches, waste
+from bench.report import runtimes_table
 from bench.texts import load_texts
 from streamer.model.bundle import load_bundle
 from streamer.model.classifier import Classifier
@@ -57,21 +58,6 @@ def build(bundle: Any, config: str, workers: int, threads: int) -> Classifier:
             length_steps=LENGTH_STEPS,
         )
     return clf
-
-
-def markdown(rows: list[dict[str, Any]], heads: list[str]) -> str:
-    head_cols = " | ".join(f"agree {h}" for h in heads)
-    out = [
-        f"| runtime | precision | layout | batch | msg/s | ms/batch | CPU cores | msg per CPU-s | {head_cols} |",
-        "|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(heads),
-    ]
-    for r in rows:
-        agree = " | ".join(f"{100 * r['agreement'][h]:.2f}%" for h in heads)
-        out.append(
-            f"| {r['runtime']} | {r['precision']} | {r['layout']} | {r['batch_size']} | {r['msgs_per_s']:.0f} "
-            f"| {r['ms_per_batch']:.1f} | {r['cpu_cores']:.2f} | {r['msgs_per_cpu_s']:.0f} | {agree} |"
-        )
-    return "\n".join(out)
 
 
 def main() -> None:
@@ -142,7 +128,7 @@ def main() -> None:
         sys.stdout.write(orjson.dumps(info).decode() + "\n")
         return
     best = max(rows, key=lambda r: r["msgs_per_s"])
-    print(markdown(rows, heads))
+    print(runtimes_table(rows, heads))
     print(
         f"\n{len(texts)} short texts, bundle {bundle.name} {bundle.version}; CPU {hw.cpu_vendor} "
         f"native bf16: {hw.native_bf16}. Best: {best['runtime']} {best['precision']} {best['layout']} "

@@ -88,8 +88,13 @@ def sentiwire_system(
     workers: int = 2,
     tag: str = "",
     key_suffix: str = "",
+    runtime: str = "auto",
 ) -> System:
-    """``sentiwire serve --config`` with a config file written into the run's workdir."""
+    """``sentiwire serve --config`` with a config file written into the run's workdir.
+
+    ``runtime`` is ``model.runtime`` (``auto`` = what the daemon picks for this machine); the
+    precision is the variant's (``model.variant`` and ``model.precision`` move together).
+    """
 
     def argv(bootstrap: str, src: str, dst: str, group: str, wd: Path) -> list[str]:
         config = daemon_config(
@@ -103,6 +108,7 @@ def sentiwire_system(
             input={"auto_offset_reset": "earliest"},
             model={
                 "variant": str(variant),
+                "runtime": runtime,
                 "reload_interval_s": 0,
                 "allow_spinning": allow_spinning,
                 "workers": workers,
