@@ -174,12 +174,17 @@ def test_the_limit_is_the_fastest_runtime_and_the_gates_decide_what_counts_as_se
     ]
     summarize(res, argparse.Namespace(batch_size=32, max_wait_ms=10.0))
     ratios = res["ratios"]
-    assert ratios["sentiwire int8 / best raw runtime (openvino (length steps) fp32)"] == pytest.approx(720 / 1300)
+    assert ratios["sentiwire int8 / best raw runtime (openvino (length steps) fp32)"] == pytest.approx(
+        720 / 1300
+    )
     key = "sentiwire int8 / best raw runtime the gates let serve (openvino fp32)"
     assert ratios[key] == pytest.approx(0.72)
     assert ratios[key + ", per CPU-second"] == pytest.approx((720 / 1.95) / (1000 / 2.0))
     md = markdown(res)
-    assert "| 1. OpenVINO alone (batch 32, 2x1 (batches at once x threads), length-bucketed) | openvino | int8" in md
+    assert (
+        "| 1. OpenVINO alone (batch 32, 2x1 (batches at once x threads), length-bucketed) | openvino | int8"
+        in md
+    )
     assert "| sentiwire int8 | onnxruntime | int8 | 720 | 20 | 60 | 85 | 1.95 | 369 | 99.60% | 210 |" in md
     assert "| openvino | int8 | 2x1 | 32 | 1200 | 40.0 | 2.00 | 600 | 97.00% | 100.00% |" in md
     assert "openvino:bf16: not run: this CPU has no AMX or AVX512-BF16" in md
