@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from bench.procstats import Sampler, percentiles, vm_hwm_mb
-from bench.systems import System
+from bench.systems import System, scrape_cache
 from sentiwire.devbroker import BrokerHandle, create_topics
 from sentiwire.paths import REPO_ROOT
 from sentiwire.procs import terminate
@@ -158,6 +158,7 @@ class Bench:
             lat = [ts - its for ts, its in collector.labels[n:] if its is not None and its >= start_ms]
             result["latency"] = {"rate": lat_rate, "sent_rate": sent_rate, "n": len(lat), **percentiles(lat)}
             result["peak_rss_mb"] = vm_hwm_mb(proc.pid)
+            result["cache"] = scrape_cache(system)  # drain + latency phase together
             p99 = result["latency"]["p99_ms"]
             log(f"{system.label}: p50 {result['latency']['p50_ms']:.0f} ms, p99 {p99:.0f} ms")
         finally:
@@ -204,6 +205,7 @@ class Bench:
             finally:
                 await probe.stop()
             lag = sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+            cache = scrape_cache(system)
             run = t1 - t0
             rss = [(s.t, s.rss_mb) for s in sampler.samples if t0 <= s.t <= t1]
             early = [r for t, r in rss if t0 + 0.1 * run <= t <= t0 + 0.2 * run] or [rss[0][1]]
@@ -225,6 +227,7 @@ class Bench:
                 "peak_rss_mb": vm_hwm_mb(proc.pid),
                 "lag_after": lag,
                 "labels": len(collector.labels),
+                "cache": cache,
                 "rss_series": [(round(t - t0, 1), round(r, 1)) for t, r in rss[:: max(1, len(rss) // 60)]],
             }
         finally:

@@ -209,10 +209,26 @@ def markdown(res: dict[str, Any]) -> str:
             f"({100 * s['rss_growth']:+.1f}%; second half {100 * s.get('rss_growth_second_half', 0.0):+.1f}%), "
             f"peak {fmt(s['peak_rss_mb'])} MiB, lag after {s['lag_after']}.",
         ]
+        if s.get("cache"):
+            lines.append(cache_line(s["cache"], "Soak"))
+    for r in res.get("systems", []):
+        if r.get("cache"):
+            lines.append(cache_line(r["cache"], r["system"]))
     if res.get("int8_refused"):
         lines += ["", f"sentiwire int8 not run end to end (the daemon refuses it): {res['int8_refused']}"]
     lines += ["", f"Load: before `{res['uptime_before']}`; after `{res.get('uptime_after', '')}`"]
     return "\n".join(lines)
+
+
+def cache_line(c: dict[str, float], what: str) -> str:
+    """Response-cache counters of one daemon run, as one sentence."""
+    hits, misses = c.get("hits_total", 0.0), c.get("misses_total", 0.0)
+    share = hits / (hits + misses) if hits + misses else 0.0
+    return (
+        f"Response cache, {what}: {fmt(hits)} hits / {fmt(misses)} misses ({100 * share:.1f}% answered "
+        f"without inference), {fmt(c.get('evictions_total'))} evictions, {fmt(c.get('entries'))} entries, "
+        f"{fmt(c.get('bytes', 0.0) / 2**20, 1)} MiB at the end."
+    )
 
 
 def runtimes_table(rows: list[dict[str, Any]], heads: list[str]) -> str:

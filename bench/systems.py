@@ -7,7 +7,9 @@ what latency is measured from.
 
 from __future__ import annotations
 
+import socket
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,37 @@ class System:
     argv: Argv
     in_ts: Callable[[dict[str, Any]], int | None]
     startup_timeout_s: float = 180.0
+    metrics_port: int | None = None  # sentiwire's /metrics, set when its command line is built
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cache_counters(metrics_text: str) -> dict[str, float]:
+    """``sentiwire_cache_*`` samples of a Prometheus text page (hits/misses/evictions totals, entries, bytes)."""
+    out: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("sentiwire_cache_") and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            if name.endswith("_created"):
+                continue
+            out[name.removeprefix("sentiwire_cache_")] = float(value)
+    return out
+
+
+def scrape_cache(system: System) -> dict[str, float] | None:
+    """The running daemon's response-cache counters, or None (a peer, or the page did not answer)."""
+    if system.metrics_port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{system.metrics_port}/metrics", timeout=5) as resp:
+            return cache_counters(resp.read().decode())
+    except OSError:
+        return None
 
 
 def peer_system(kind: str, model_dir: Path, max_length: int, batch_size: int) -> System:
@@ -97,6 +130,7 @@ def sentiwire_system(
     """
 
     def argv(bootstrap: str, src: str, dst: str, group: str, wd: Path) -> list[str]:
+        system.metrics_port = free_port()
         config = daemon_config(
             fast=False,
             bootstrap=bootstrap,
@@ -119,9 +153,11 @@ def sentiwire_system(
                 "bucket_by_length": bucket,
             },
             logging={"level": "WARNING"},
+            http={"host": "127.0.0.1", "port": system.metrics_port},
         )
         path = write_config(wd / f"sentiwire-{group}.yaml", config)
         return [PY, "-m", "sentiwire", "serve", "--config", str(path)]
 
     name = f"sentiwire {variant}{tag}"
-    return System(f"sentiwire-{variant}{key_suffix}", name, variant, argv, sentiwire_in_ts)
+    system = System(f"sentiwire-{variant}{key_suffix}", name, variant, argv, sentiwire_in_ts)
+    return system

@@ -9,7 +9,8 @@ import pytest
 
 from bench.ort_limit import pick_limit
 from bench.procstats import Sample, Sampler, percentiles
-from bench.report import markdown, raw_runs, summarize
+from bench.report import cache_line, markdown, raw_runs, summarize
+from bench.systems import cache_counters
 
 
 def test_cores_interpolates_cpu_between_samples() -> None:
@@ -204,3 +205,31 @@ def test_an_int8_graph_refused_at_export_is_never_the_servable_limit() -> None:
     assert res["best_raw"]["precision"] == "int8"  # still the fastest raw run, and reported
     assert res["best_servable_raw"]["precision"] == "fp32"
     assert res["best_servable_raw"]["msgs_per_s"] == 500.0
+
+
+def test_cache_counters_are_read_from_the_daemons_metrics_page() -> None:
+    page = "\n".join(
+        [
+            "# HELP sentiwire_cache_hits_total Texts labeled from the response cache, without inference",
+            "# TYPE sentiwire_cache_hits_total counter",
+            "sentiwire_cache_hits_total 300.0",
+            "sentiwire_cache_hits_created 1.7e9",
+            "sentiwire_cache_misses_total 700.0",
+            "sentiwire_cache_evictions_total 5.0",
+            "sentiwire_cache_entries 695.0",
+            "sentiwire_cache_bytes 2097152.0",
+            "sentiwire_batches_total 40.0",
+        ]
+    )
+    counters = cache_counters(page)
+    assert counters == {
+        "hits_total": 300.0,
+        "misses_total": 700.0,
+        "evictions_total": 5.0,
+        "entries": 695.0,
+        "bytes": 2097152.0,
+    }
+    line = cache_line(counters, "Soak")
+    assert (
+        "300 hits / 700 misses (30.0% answered without inference), 5 evictions, 695 entries, 2.0 MiB" in line
+    )
